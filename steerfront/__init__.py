@@ -1,0 +1,1 @@
+"""steerfront: search the preference/utility Pareto front of steering configurations."""

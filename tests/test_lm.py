@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from steerfront import lm as lm_module
+from steerfront.errors import SteerfrontError
+from steerfront.lm import load_model
+
+
+def test_local_folder_exposes_what_steering_needs(tiny_lm):
+    assert tiny_lm.n_layers == 4
+    assert tiny_lm.hidden_size == 32
+    assert tiny_lm.down_proj(2) is tiny_lm.layers[2].mlp.down_proj
+    assert tiny_lm.down_proj(2).out_features == 32
+    assert tiny_lm.chat_template is not None
+    assert tiny_lm.dtype == torch.float32 and tiny_lm.device.type == "cpu"
+    assert not any(p.requires_grad for p in tiny_lm.model.parameters())
+
+
+@pytest.mark.parametrize("layer", [-1, 4, 1.5])
+def test_impossible_layer(tiny_lm, layer):
+    with pytest.raises(SteerfrontError, match=r"layer .* out of range .* \(layers 0\.\.3\)"):
+        tiny_lm.down_proj(layer)
+
+
+def test_prefix_plus_suffix_equals_the_full_forward(tiny_lm):
+    torch.manual_seed(1)
+    ids = torch.randint(3, 200, (3, 11))
+    full = tiny_lm.model(input_ids=ids, use_cache=False).logits
+    causal = torch.full((11, 11), torch.finfo(torch.float32).min).triu(1)
+    mask = causal.expand(3, 1, 11, 11)
+    positions = torch.arange(11).expand(3, 11)
+    for layer in (0, 2, 3):
+        hidden = tiny_lm.prefix(ids, layer)
+        logits = tiny_lm.head(tiny_lm.suffix(hidden, layer, mask, positions))
+        torch.testing.assert_close(logits, full, atol=1e-4, rtol=0)
+
+
+def test_hub_id_unavailable_offline_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SteerfrontError) as info:
+        load_model("no-such-org/no-such-model")
+    message = str(info.value)
+    assert "'no-such-org/no-such-model'" in message and "offline" in message
+    assert "\n" not in message
+
+
+def test_interrupted_conversion_leaves_nothing_trusted(monkeypatch, tmp_path):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path))
+
+    def half_written(gguf, out):
+        (out / "config.json").write_text("{")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lm_module, "_convert_gguf", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        lm_module._builtin_folder()
+    assert list((tmp_path / "models").iterdir()) == []
