@@ -80,13 +80,20 @@ class LM:
         """The MLP down-projection of decoder layer `layer` (where lora and local_weight act)."""
         return self.layers[self.check_layer(layer)].mlp.down_proj
 
-    def prefix(self, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+    def prefix(
+        self,
+        input_ids: torch.Tensor,
+        layer: int,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
         """Residual stream entering `layer` (what no intervention at `layer` can change).
 
         Runs the model's own forward (so embedding scaling and the like stay exact) and stops
-        at `layer`. Causal attention makes each row's prefix independent of right padding.
+        at `layer`. `attention_mask` is a 4D additive mask, as for `suffix`.
         """
         self.check_layer(layer)
+        self._check_window(input_ids.shape[1])
         captured: list[torch.Tensor] = []
 
         def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -95,7 +102,12 @@ class LM:
 
         handle = self.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            self.model.model(input_ids=input_ids, use_cache=False)
+            self.model.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            )
         except _StopForward:
             pass
         finally:
@@ -113,6 +125,7 @@ class LM:
 
         `attention_mask` is a 4D additive mask (batch, 1, query, key); `position_ids` (batch, T).
         """
+        self._check_window(hidden.shape[1])
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
         for block in self.layers[self.check_layer(layer) :]:
             out = block(
@@ -123,6 +136,14 @@ class LM:
             )
             hidden = out[0] if isinstance(out, tuple) else out
         return self.model.model.norm(hidden)
+
+    def _check_window(self, tokens: int) -> None:
+        """Our 4D masks carry no sliding window: refuse sequences that would need one."""
+        window = getattr(self.config, "sliding_window", None)
+        if window and tokens > window:
+            raise SteerfrontError(
+                f"sequences of {tokens} tokens exceed {self.spec}'s sliding window ({window})"
+            )
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from final-normed hidden states (apply only where scored)."""

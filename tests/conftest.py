@@ -57,7 +57,7 @@ def tiny_config(arch: str, vocab_size: int, layers: int = 4):
     if arch == "qwen2":
         return Qwen2Config(**common, tie_word_embeddings=False)
     if arch == "gemma2":
-        return Gemma2Config(**common, head_dim=8, sliding_window=128, query_pre_attn_scalar=8)
+        return Gemma2Config(**common, head_dim=8, sliding_window=512, query_pre_attn_scalar=8)
     raise ValueError(arch)
 
 

@@ -1,0 +1,191 @@
+"""Scoring completions fast: shared-prompt packing, a frozen prefix, logits only where scored.
+
+Each pair becomes one packed sequence `[prompt | positive | negative]`: the negative tokens sit
+at the same positions as the positive ones and cannot see them (a tree mask), so the prompt is
+computed once for both completions. Layers below the intervention's layer see no steering, so
+the stream entering it (the frozen prefix) is computed once and reused for every `m` and every
+training step. Training and evaluation both run on these batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from steerfront.data import EncodedPair
+from steerfront.lm import LM
+
+# Padded tokens per batch (rows x longest sequence); large enough to keep the cores busy.
+TOKENS_PER_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Packed pair sequences of similar length, right-padded.
+
+    `pos_at[i, t]` is the position whose logits predict positive token `t` of row `i`,
+    `pos_tok` the token, `pos_valid` whether it exists; likewise for the negative completion.
+    `pos_span`/`neg_span` give each completion's own segment (for activations on it).
+    """
+
+    pairs: torch.Tensor  # (B,) index of each row's pair in the encoded list
+    input_ids: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T)
+    lengths: torch.Tensor  # (B,)
+    pos_span: torch.Tensor  # (B, 2) start, end of the positive segment
+    neg_span: torch.Tensor  # (B, 2)
+    pos_at: torch.Tensor
+    pos_tok: torch.Tensor
+    pos_valid: torch.Tensor
+    neg_at: torch.Tensor
+    neg_tok: torch.Tensor
+    neg_valid: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """4D additive mask: causal, within length, negative tokens blind to positive ones."""
+        t = self.input_ids.shape[1]
+        idx = torch.arange(t, device=self.input_ids.device)
+        allowed = (idx[None, :, None] >= idx[None, None, :]) & (
+            idx[None, None, :] < self.lengths[:, None, None]
+        )
+        in_pos = _within(idx, self.pos_span)
+        in_neg = _within(idx, self.neg_span)
+        allowed &= ~(in_neg[:, :, None] & in_pos[:, None, :])
+        allowed |= torch.eye(t, dtype=torch.bool, device=idx.device)  # padding sees itself
+        zero = torch.zeros((), dtype=dtype, device=idx.device)
+        blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=idx.device)
+        return torch.where(allowed, zero, blocked)[:, None]
+
+    def repeat(self, times: int) -> PackedBatch:
+        """Each row `times` times in a row (for an m-grid, or add and sub rows)."""
+        fields = {
+            name: getattr(self, name).repeat_interleave(times, dim=0)
+            for name in self.__dataclass_fields__
+        }
+        return PackedBatch(**fields)
+
+    def to(self, device: torch.device) -> PackedBatch:
+        return replace(self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
+
+
+def _within(idx: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    return (idx[None, :] >= span[:, :1]) & (idx[None, :] < span[:, 1:])
+
+
+def pack(
+    encoded: list[EncodedPair],
+    full_completions: bool = False,
+    max_rows: int | None = None,
+    pad_id: int = 0,
+) -> list[PackedBatch]:
+    """Length-sorted batches of packed sequences.
+
+    Scoring needs no logits after a completion's last token, so by default that token is left
+    out; `full_completions` keeps it (for activations on every completion token). `max_rows`
+    caps the pairs per batch (a training step's batch size).
+    """
+    drop = 0 if full_completions else 1
+    lengths = [len(e.prompt) + len(e.positive) + len(e.negative) - 2 * drop for e in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: lengths[i])
+    batches, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while (
+            stop < len(order)
+            and lengths[order[stop]] * (stop + 1 - start) <= TOKENS_PER_BATCH
+            and (max_rows is None or stop - start < max_rows)
+        ):
+            stop += 1
+        batches.append(
+            _pack_rows([encoded[i] for i in order[start:stop]], order[start:stop], drop, pad_id)
+        )
+        start = stop
+    return batches
+
+
+def _pack_rows(rows: list[EncodedPair], pairs: list[int], drop: int, pad_id: int) -> PackedBatch:
+    n, width = (
+        len(rows),
+        max(len(e.prompt) + len(e.positive) + len(e.negative) - 2 * drop for e in rows),
+    )
+    kp, kn = max(len(e.positive) for e in rows), max(len(e.negative) for e in rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    lengths, pos_span, neg_span = [], [], []
+    at = {k: torch.zeros((n, w), dtype=torch.long) for k, w in (("pos", kp), ("neg", kn))}
+    tok = {k: torch.zeros((n, w), dtype=torch.long) for k, w in (("pos", kp), ("neg", kn))}
+    valid = {k: torch.zeros((n, w), dtype=torch.bool) for k, w in (("pos", kp), ("neg", kn))}
+    for i, e in enumerate(rows):
+        p = len(e.prompt)
+        a, b = len(e.positive) - drop, len(e.negative) - drop
+        ids[i, : p + a + b] = torch.tensor(e.prompt + e.positive[:a] + e.negative[:b])
+        positions[i, : p + a + b] = torch.cat(
+            [torch.arange(p), torch.arange(p, p + a), torch.arange(p, p + b)]
+        )
+        lengths.append(p + a + b)
+        pos_span.append((p, p + a))
+        neg_span.append((p + a, p + a + b))
+        for key, tokens, seg in (("pos", e.positive, p), ("neg", e.negative, p + a)):
+            k = len(tokens)
+            at[key][i, :k] = torch.tensor([p - 1] + list(range(seg, seg + k - 1)))
+            tok[key][i, :k] = torch.tensor(tokens)
+            valid[key][i, :k] = True
+    return PackedBatch(
+        pairs=torch.tensor(pairs),
+        input_ids=ids,
+        position_ids=positions,
+        lengths=torch.tensor(lengths),
+        pos_span=torch.tensor(pos_span),
+        neg_span=torch.tensor(neg_span),
+        pos_at=at["pos"],
+        pos_tok=tok["pos"],
+        pos_valid=valid["pos"],
+        neg_at=at["neg"],
+        neg_tok=tok["neg"],
+        neg_valid=valid["neg"],
+    )
+
+
+def frozen_prefix(lm: LM, batches: list[PackedBatch], layer: int) -> list[torch.Tensor]:
+    """The stream entering `layer` for every batch, computed once (no gradient)."""
+    with torch.no_grad():
+        return [lm.prefix(b.input_ids, layer, b.mask(lm.dtype), b.position_ids) for b in batches]
+
+
+def completion_logprobs(
+    lm: LM, batch: PackedBatch, layer: int, hidden: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities of both completions (zero where a row has no token).
+
+    With `hidden` (the frozen prefix of `batch` at `layer`) only layers `layer..L-1` run;
+    without it, the whole model runs. Logits are computed only at scored positions.
+    """
+    mask = batch.mask(lm.dtype)
+    if hidden is None:  # the plain way: every layer, logits at every position
+        logits = lm.model(
+            input_ids=batch.input_ids,
+            attention_mask=mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).logits
+        pick = [
+            logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1]))
+            for at in (batch.pos_at, batch.neg_at)
+        ]
+    else:
+        final = lm.suffix(hidden, layer, mask, batch.position_ids)
+        pick = [
+            lm.head(final.gather(1, at[..., None].expand(-1, -1, final.shape[-1])))
+            for at in (batch.pos_at, batch.neg_at)
+        ]
+    out = []
+    for logits, tok, valid in zip(
+        pick, (batch.pos_tok, batch.neg_tok), (batch.pos_valid, batch.neg_valid), strict=True
+    ):
+        picked = torch.log_softmax(logits.float(), dim=-1).gather(2, tok[..., None])[..., 0]
+        out.append(torch.where(valid, picked, torch.zeros_like(picked)))
+    return out[0], out[1]

@@ -1,0 +1,171 @@
+"""Obtaining an intervention: DiffMean (train-free) or training with SFT, RePS or SPLIT.
+
+Training rows come in pairs (reference code): an "add" row (winning = A_p, factor +a) and a
+"sub" row (winning = A_n, factor -a), with `a` drawn per row and step from the training factors.
+Only the intervention's parameters train; the model stays frozen.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from steerfront.data import EncodedPair, PairSet, encode_pairs
+from steerfront.errors import SteerfrontError
+from steerfront.forward import PackedBatch, completion_logprobs, frozen_prefix, pack
+from steerfront.lm import LM
+from steerfront.methods.interventions import Intervention, init_intervention
+from steerfront.methods.objectives import Objective, TrainSpec
+
+
+def fit(lm: LM, pairs: PairSet, spec: TrainSpec, progress: bool = False) -> Intervention:
+    """The intervention `spec` describes, obtained from `pairs` (the training split)."""
+    lm.check_layer(spec.layer)
+    encoded = encode_pairs(lm.tokenizer, pairs)
+    meta = {**spec.describe(), "model": lm.spec, "dataset": pairs.fingerprint}
+    if not spec.objective.trains:
+        vector = diffmean(lm, encoded)[spec.layer]
+        return Intervention("vector", spec.layer, {"v": vector}, meta=meta)
+    return train(lm, encoded, spec, meta=meta, progress=progress)
+
+
+@torch.no_grad()
+def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
+    """Mean over pairs of (positive - negative) block outputs, averaged over completion tokens.
+
+    One pass yields every layer's vector: shape (n_layers, hidden_size).
+    """
+    outputs: list[torch.Tensor] = []
+
+    def grab(_module: torch.nn.Module, _args: tuple, output: object) -> None:
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [layer.register_forward_hook(grab) for layer in lm.layers]
+    total = torch.zeros(lm.n_layers, lm.hidden_size, dtype=torch.float32, device=lm.device)
+    try:
+        for batch in pack(encoded, full_completions=True):
+            batch = batch.to(lm.device)
+            outputs.clear()
+            lm.model.model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.mask(lm.dtype),
+                position_ids=batch.position_ids,
+                use_cache=False,
+            )
+            acts = torch.stack(outputs).float()  # (layers, B, T, d)
+            total += (_span_mean(acts, batch.pos_span) - _span_mean(acts, batch.neg_span)).sum(1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total / len(encoded)
+
+
+def _span_mean(acts: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    idx = torch.arange(acts.shape[2], device=acts.device)
+    weights = ((idx[None] >= span[:, :1]) & (idx[None] < span[:, 1:])).to(acts.dtype)
+    weights = weights / weights.sum(1, keepdim=True)
+    return torch.einsum("lbtd,bt->lbd", acts, weights)
+
+
+def train(
+    lm: LM,
+    encoded: list[EncodedPair],
+    spec: TrainSpec,
+    meta: dict | None = None,
+    use_frozen_prefix: bool = True,
+    progress: bool = False,
+) -> Intervention:
+    """Train with AdamW, linear decay without warm-up and gradient clipping at 1.0.
+
+    `use_frozen_prefix=False` runs the whole model every step (the plain way, for comparison);
+    both ways compute the same thing.
+    """
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    batches = [b.to(lm.device) for b in pack(encoded, max_rows=spec.batch_size)]
+    hidden = frozen_prefix(lm, batches, spec.layer) if use_frozen_prefix else [None] * len(batches)
+    reference = _unsteered(lm, batches, hidden, spec) if spec.objective.name == "reps" else None
+    intervention = init_intervention(spec.form, lm, spec.layer, spec.rank, spec.seed, meta)
+    params = intervention.parameters()
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
+    steps = spec.epochs * len(batches)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    factors = torch.tensor(spec.training_factors, dtype=torch.float32)
+    bar = tqdm(
+        total=steps, desc=f"training {spec.form} {spec.objective.name}", disable=not progress
+    )
+    step = 0
+    with intervention.attached(lm):
+        for _ in range(spec.epochs):
+            for i in torch.randperm(len(batches), generator=generator).tolist():
+                rows = batches[i].repeat(2)  # add row, then sub row, for every pair
+                a = factors[torch.randint(len(factors), (len(rows),), generator=generator)]
+                sign = torch.tensor([1.0, -1.0]).repeat(len(batches[i]))
+                intervention.m = (sign * a).to(lm.device)
+                h = None if hidden[i] is None else hidden[i].repeat_interleave(2, dim=0)
+                lp, ln = completion_logprobs(lm, rows, spec.layer, h)
+                ref = None if reference is None else reference[i].repeat_interleave(2, dim=0)
+                loss = _loss(spec.objective, rows, lp, ln, sign.to(lm.device) > 0, ref)
+                step += 1
+                if not torch.isfinite(loss):
+                    raise SteerfrontError(
+                        f"training stopped at step {step}: {spec.objective.name} loss is "
+                        f"{loss.item()}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    for p in params:
+        p.requires_grad_(False)
+    intervention.m = 1.0
+    return intervention
+
+
+@torch.no_grad()
+def _unsteered(
+    lm: LM, batches: list[PackedBatch], hidden: list, spec: TrainSpec
+) -> list[torch.Tensor]:
+    """Per pair (sum log P(A_p), sum log P(A_n)) under the unsteered model, for RePS."""
+    out = []
+    for batch, h in zip(batches, hidden, strict=True):
+        lp, ln = completion_logprobs(lm, batch, spec.layer, h)
+        out.append(torch.stack([lp.sum(1), ln.sum(1)], dim=1))
+    return out
+
+
+def _loss(
+    objective: Objective,
+    rows: PackedBatch,
+    lp: torch.Tensor,
+    ln: torch.Tensor,
+    add: torch.Tensor,
+    reference: torch.Tensor | None,
+) -> torch.Tensor:
+    """SPLIT (SFT as its special case) or RePS on add/sub rows."""
+    n_pos, n_neg = rows.pos_valid.sum(1), rows.neg_valid.sum(1)
+    sum_pos, sum_neg = lp.sum(1), ln.sum(1)
+    sum_w = torch.where(add, sum_pos, sum_neg)
+    sum_l = torch.where(add, sum_neg, sum_pos)
+    len_w = torch.where(add, n_pos, n_neg)
+    len_l = torch.where(add, n_neg, n_pos)
+    if objective.name == "reps":
+        r_w = torch.where(add, reference[:, 0], reference[:, 1])
+        r_l = torch.where(add, reference[:, 1], reference[:, 0])
+        beta = torch.clamp(r_l - r_w, min=1.0)
+        return -F.logsigmoid(beta * sum_w / len_w - sum_l / len_l).mean()
+    # Token-mean cross-entropy over the batch (reference code), then the preference hinge.
+    ce_w = -sum_w.sum() / len_w.sum()
+    ce_l = -sum_l.sum() / len_l.sum()
+    return (
+        objective.lambda_p * ce_w
+        + objective.lambda_n * ce_l
+        + objective.gamma * F.relu(objective.theta - (ce_l - ce_w))
+    )

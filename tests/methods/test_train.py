@@ -1,0 +1,140 @@
+import importlib
+
+import pytest
+import torch
+
+from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
+from steerfront.errors import SteerfrontError
+from steerfront.forward import completion_logprobs, frozen_prefix, pack
+from steerfront.methods import Objective, TrainSpec, diffmean, fit, train
+
+PAIRS = PairSet("few", load_concept("agreeableness").pairs[:12])
+
+
+@pytest.mark.parametrize("form", ["vector", "lora", "local_weight"])
+@pytest.mark.parametrize("objective", ["split", "sft", "reps"])
+def test_training_moves_only_the_intervention(tiny_lm, form, objective):
+    state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    spec = TrainSpec(form=form, layer=2, objective=Objective(objective), batch_size=4)
+    intervention = fit(tiny_lm, PAIRS, spec)
+    assert any(t.abs().sum() > 0 for t in intervention.params.values())
+    assert all(not t.requires_grad for t in intervention.params.values())
+    for name, tensor in tiny_lm.model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    assert intervention.meta["objective"] == objective
+    assert intervention.meta["dataset"] == PAIRS.fingerprint
+
+
+def test_a_seed_makes_training_repeatable(tiny_lm):
+    spec = TrainSpec(form="lora", layer=1, batch_size=4, seed=7)
+    first, again = fit(tiny_lm, PAIRS, spec), fit(tiny_lm, PAIRS, spec)
+    for name in first.params:
+        assert torch.equal(first.params[name], again.params[name])
+    other = fit(tiny_lm, PAIRS, TrainSpec(form="lora", layer=1, batch_size=4, seed=8))
+    assert not torch.equal(first.params["A"], other.params["A"])
+
+
+@pytest.mark.parametrize("form", ["vector", "lora", "local_weight"])
+def test_split_buys_preference_in_the_direction_of_m(tiny_lm, form):
+    # Constant completions give even a random tiny model a learnable concept direction.
+    prompts = [p.prompt for p in load_concept("sentiment")][:16]
+    pairs = PairSet("ab", tuple(PolarityPair(q, "A", "B") for q in prompts))
+    encoded = encode_pairs(tiny_lm.tokenizer, pairs)
+    spec = TrainSpec(form=form, layer=1, epochs=4, batch_size=4, lr=0.05, factors=(1.0,))
+    intervention = train(tiny_lm, encoded, spec)
+
+    def mean_pref(m):
+        total = 0.0
+        with intervention.attached(tiny_lm), torch.no_grad():
+            for batch in pack(encoded):
+                intervention.m = m
+                lp, ln = completion_logprobs(tiny_lm, batch, 0)
+                total += (lp.sum(1) - ln.sum(1)).sum().item()
+        return total / len(encoded)
+
+    assert mean_pref(-1.0) + 0.1 < mean_pref(0.0) < mean_pref(1.0) - 0.1
+
+
+def test_frozen_prefix_training_equals_full_model_training(tiny_lm):
+    encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)
+    spec = TrainSpec(form="local_weight", layer=2, batch_size=4)
+    ours = train(tiny_lm, encoded, spec)
+    plain = train(tiny_lm, encoded, spec, use_frozen_prefix=False)
+    for name in ours.params:
+        torch.testing.assert_close(ours.params[name], plain.params[name], atol=1e-4, rtol=0)
+
+
+def test_diffmean_matches_a_plain_per_pair_computation(tiny_lm):
+    encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)[:5]
+    vectors = diffmean(tiny_lm, encoded)
+    assert vectors.shape == (tiny_lm.n_layers, tiny_lm.hidden_size)
+    expected = torch.zeros_like(vectors)
+    for e in encoded:
+        for completion, sign in ((e.positive, 1), (e.negative, -1)):
+            ids = torch.tensor([e.prompt + completion])
+            with torch.no_grad():
+                states = tiny_lm.model(input_ids=ids, output_hidden_states=True).hidden_states
+            for layer in range(tiny_lm.n_layers - 1):  # the last entry is after the final norm
+                expected[layer] += sign * states[layer + 1][0, len(e.prompt) :].mean(0)
+    expected /= len(encoded)
+    torch.testing.assert_close(vectors[:-1], expected[:-1], atol=1e-4, rtol=0)
+
+
+def test_nan_loss_stops_with_the_step_and_objective(tiny_lm, monkeypatch):
+    train_module = importlib.import_module("steerfront.methods.train")
+
+    real_loss, calls = train_module._loss, []
+
+    def loss_turning_nan(*args):
+        calls.append(1)
+        loss = real_loss(*args)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(train_module, "_loss", loss_turning_nan)
+    encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)
+    spec = TrainSpec(form="vector", layer=1, batch_size=4, objective=Objective("reps"))
+    with pytest.raises(SteerfrontError, match=r"training stopped at step 2: reps loss is nan"):
+        train(tiny_lm, encoded, spec)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(form="lora", objective=Objective("diffmean")), "diffmean cannot produce a lora"),
+        (dict(form="vector", factors=()), "training factors are empty"),
+        (dict(form="vector", factors=(1.0, float("inf"))), "training factors must be finite"),
+        (dict(form="blend"), "unknown form 'blend'"),
+        (dict(form="vector", objective_name="dpo"), "unknown objective 'dpo'"),
+    ],
+)
+def test_bad_specs(kwargs, message):
+    with pytest.raises(SteerfrontError, match=message):
+        if "objective_name" in kwargs:
+            Objective(kwargs["objective_name"])
+        else:
+            TrainSpec(layer=1, **kwargs)
+
+
+def test_sft_is_split_without_the_negative_and_hinge_terms():
+    sft = Objective("sft")
+    assert (sft.lambda_p, sft.lambda_n, sft.gamma) == (1.0, 0.0, 0.0)
+
+
+def test_packed_scoring_matches_the_reference(tiny_lm):
+    from steerfront.scoring.reference import reference_nll
+
+    encoded = (
+        encode_pairs(tiny_lm.tokenizer, load_concept("sentiment"))[:6]
+        + encode_pairs(tiny_lm.tokenizer, PAIRS)[:4]
+    )
+    batches = pack(encoded)
+    assert len(batches) >= 1 and any(b.lengths.min() < b.input_ids.shape[1] for b in batches)
+    for layer in (0, 3):
+        for batch, hidden in zip(batches, frozen_prefix(tiny_lm, batches, layer), strict=True):
+            with torch.no_grad():
+                lp, ln = completion_logprobs(tiny_lm, batch, layer, hidden)
+            for row, pair in enumerate(batch.pairs.tolist()):
+                ref_p = reference_nll(tiny_lm, encoded[pair], positive=True)
+                ref_n = reference_nll(tiny_lm, encoded[pair], positive=False)
+                assert abs(-lp[row].sum().item() - ref_p) < 1e-3
+                assert abs(-ln[row].sum().item() - ref_n) < 1e-3
