@@ -1,4 +1,22 @@
-"""Defaults that users see, kept in one place (the CLI, the README and the code read them here)."""
+"""Defaults that users see, kept in one place: the code, the CLI and the README read them here.
+
+Deliberately light (no torch import), so that `steerfront --help` answers at once.
+"""
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_CONCEPT = "agreeableness"
+
+FORMS = ("vector", "lora", "local_weight")
+OBJECTIVES = ("diffmean", "sft", "reps", "split")
+
+# SPLIT (PAPER.md §6): L = lambda_p·L_p + lambda_n·L_n + gamma·ReLU(theta - (L_n - L_p)).
+SPLIT = {"lambda_p": 1.0, "lambda_n": 0.5, "gamma": 5.0, "theta": 0.4}
+# Training recipe; lr and factors depend on the form (reference code).
+TRAIN = {"rank": 4, "epochs": 1, "batch_size": 8, "seed": 0}
+LEARNING_RATE = {"vector": 0.08, "lora": 0.01, "local_weight": 0.01}
+FACTORS = {
+    "vector": tuple(float(a) for a in range(2, 21, 2)),
+    "lora": tuple(round(0.2 * i, 1) for i in range(1, 11)),
+    "local_weight": tuple(round(0.2 * i, 1) for i in range(1, 11)),
+}
+TEST_FRACTION = 0.2

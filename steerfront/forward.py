@@ -68,6 +68,12 @@ class PackedBatch:
         }
         return PackedBatch(**fields)
 
+    def select(self, rows: slice) -> PackedBatch:
+        """A sub-batch of rows (its padding may exceed the rows' own lengths)."""
+        return PackedBatch(
+            **{name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
+        )
+
     def to(self, device: torch.device) -> PackedBatch:
         return replace(self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
 

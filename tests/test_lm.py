@@ -30,7 +30,7 @@ def test_prefix_plus_suffix_equals_the_full_forward(tiny_lm):
     mask = causal.expand(3, 1, 11, 11)
     positions = torch.arange(11).expand(3, 11)
     for layer in (0, 2, 3):
-        hidden = tiny_lm.prefix(ids, layer)
+        hidden = tiny_lm.prefix(ids, layer, mask, positions)
         logits = tiny_lm.head(tiny_lm.suffix(hidden, layer, mask, positions))
         torch.testing.assert_close(logits, full, atol=1e-4, rtol=0)
 

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from steerfront.defaults import FORMS
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM
-
-FORMS = ("vector", "lora", "local_weight")
 
 
 @dataclass
@@ -62,9 +61,13 @@ class Intervention:
         return out + m * self.delta(x).to(out.dtype)
 
     @contextmanager
-    def attached(self, lm: LM) -> Iterator[Intervention]:
-        """Steer `lm` inside the block; the model is exactly as before afterwards."""
+    def attached(self, lm: LM, m: float | torch.Tensor | None = None) -> Iterator[Intervention]:
+        """Steer `lm` inside the block (at `m` if given); afterwards the model and `m` are
+        exactly as before."""
         check_fits(self, lm)
+        saved = self.m
+        if m is not None:
+            self.m = m
         if self.form == "vector":
 
             def hook(_module: nn.Module, _args: tuple, output: object) -> object:
@@ -83,6 +86,7 @@ class Intervention:
             yield self
         finally:
             handle.remove()
+            self.m = saved
 
 
 def check_fits(intervention: Intervention, lm: LM) -> None:

@@ -5,17 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from steerfront.defaults import FACTORS, FORMS, LEARNING_RATE, OBJECTIVES, SPLIT, TRAIN
 from steerfront.errors import SteerfrontError
-from steerfront.methods.interventions import FORMS
-
-OBJECTIVES = ("diffmean", "sft", "reps", "split")
-# Training factors `a` drawn per row (reference code): small for weight updates, large for vectors.
-DEFAULT_FACTORS = {
-    "vector": tuple(float(a) for a in range(2, 21, 2)),
-    "lora": tuple(round(0.2 * i, 1) for i in range(1, 11)),
-    "local_weight": tuple(round(0.2 * i, 1) for i in range(1, 11)),
-}
-DEFAULT_LR = {"vector": 0.08, "lora": 0.01, "local_weight": 0.01}
 
 
 @dataclass(frozen=True)
@@ -23,10 +14,10 @@ class Objective:
     """An objective with its hyperparameters. SFT is SPLIT with `lambda_n = 0, gamma = 0`."""
 
     name: str = "split"
-    lambda_p: float = 1.0
-    lambda_n: float = 0.5
-    gamma: float = 5.0
-    theta: float = 0.4
+    lambda_p: float = SPLIT["lambda_p"]
+    lambda_n: float = SPLIT["lambda_n"]
+    gamma: float = SPLIT["gamma"]
+    theta: float = SPLIT["theta"]
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
@@ -59,12 +50,12 @@ class TrainSpec:
     form: str
     layer: int
     objective: Objective = field(default_factory=Objective)
-    rank: int = 4
-    lr: float | None = None  # None: DEFAULT_LR[form]
-    epochs: int = 1
-    batch_size: int = 8
-    factors: tuple[float, ...] | None = None  # None: DEFAULT_FACTORS[form]
-    seed: int = 0
+    rank: int = TRAIN["rank"]
+    lr: float | None = None  # None: LEARNING_RATE[form]
+    epochs: int = TRAIN["epochs"]
+    batch_size: int = TRAIN["batch_size"]
+    factors: tuple[float, ...] | None = None  # None: FACTORS[form]
+    seed: int = TRAIN["seed"]
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -86,11 +77,11 @@ class TrainSpec:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.form]
+        return self.lr if self.lr is not None else LEARNING_RATE[self.form]
 
     @property
     def training_factors(self) -> tuple[float, ...]:
-        return self.factors if self.factors is not None else DEFAULT_FACTORS[self.form]
+        return self.factors if self.factors is not None else FACTORS[self.form]
 
     def describe(self) -> dict:
         """Flat, JSON-ready description (sidecars, MLflow params)."""

@@ -15,13 +15,13 @@ from steerfront.data import EncodedPair, PairSet, encode_pairs
 from steerfront.errors import SteerfrontError
 from steerfront.forward import PackedBatch, completion_logprobs, frozen_prefix, pack
 from steerfront.lm import LM
-from steerfront.methods.interventions import Intervention, init_intervention
+from steerfront.methods.interventions import Intervention, init_intervention, shapes
 from steerfront.methods.objectives import Objective, TrainSpec
 
 
 def fit(lm: LM, pairs: PairSet, spec: TrainSpec, progress: bool = False) -> Intervention:
     """The intervention `spec` describes, obtained from `pairs` (the training split)."""
-    lm.check_layer(spec.layer)
+    shapes(spec.form, lm, spec.layer, spec.rank)  # refuse an impossible layer or rank up front
     encoded = encode_pairs(lm.tokenizer, pairs)
     meta = {**spec.describe(), "model": lm.spec, "dataset": pairs.fingerprint}
     if not spec.objective.trains:

@@ -1,0 +1,36 @@
+"""Writing outputs so that an interruption never leaves a half-written file or folder."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def staged_dir(target: Path, replace: bool = False) -> Iterator[Path]:
+    """A temporary folder beside `target`, moved onto it only if the body succeeds.
+
+    With `replace`, an existing `target` is swapped out; otherwise a finished `target` that
+    appeared meanwhile (another process won the race) is kept.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        if replace and target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            target.rename(old / target.name)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                staging.rename(target)
+            except OSError:
+                if not target.exists():
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

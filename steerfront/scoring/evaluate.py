@@ -1,0 +1,122 @@
+"""The shared log-odds evaluator: every trial of every search is scored here.
+
+Fast by construction: pairs packed so both completions share one prompt, batched by length;
+the frozen prefix below the intervention's layer computed once per (pair set, layer) and kept in
+a `PrefixCache`; a whole m-grid scored as per-row multipliers in one pass; logits only at scored
+positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from steerfront.data import EncodedPair
+from steerfront.errors import SteerfrontError
+from steerfront.forward import (
+    TOKENS_PER_BATCH,
+    PackedBatch,
+    completion_logprobs,
+    frozen_prefix,
+    pack,
+)
+from steerfront.lm import LM
+from steerfront.methods.interventions import Intervention, check_fits
+from steerfront.scoring.logodds import LogOdds
+
+
+class PrefixCache:
+    """Packed batches and their frozen prefix per (pair set, layer), kept across calls."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[list[PackedBatch], list[torch.Tensor]]] = {}
+
+    def get(
+        self, lm: LM, encoded: list[EncodedPair], layer: int
+    ) -> tuple[list[PackedBatch], list[torch.Tensor]]:
+        key = (id(lm.model), tuple(hash(e) for e in encoded), layer)
+        if key not in self._entries:
+            batches = [b.to(lm.device) for b in pack(encoded)]
+            self._entries[key] = batches, frozen_prefix(lm, batches, layer)
+        return self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def check_grid(m: float | Sequence[float]) -> np.ndarray:
+    """The m values as a float array; an empty grid or a non-finite value is refused."""
+    grid = np.atleast_1d(np.asarray(m, dtype=np.float64))
+    if grid.size == 0:
+        raise SteerfrontError("the m-grid is empty (give at least one value of m)")
+    bad = [float(x) for x in grid if not math.isfinite(x)]
+    if bad:
+        raise SteerfrontError(f"m must be finite, not {bad[0]}")
+    return grid
+
+
+@torch.no_grad()
+def evaluate(
+    lm: LM,
+    encoded: list[EncodedPair],
+    intervention: Intervention | None = None,
+    m: float | Sequence[float] = 1.0,
+    per_token: bool = False,
+    cache: PrefixCache | None = None,
+) -> LogOdds:
+    """`L_p`, `L_n` of every pair at every `m` (rows ordered by pair, then m).
+
+    Without an intervention the unsteered model is scored (m is then only a label).
+    `per_token` divides each NLL by its completion's length (PAPER.md §3's variant).
+    """
+    grid = check_grid(m)
+    if not encoded:
+        raise SteerfrontError("no pairs to score (the pair set is empty)")
+    if intervention is not None:
+        check_fits(intervention, lm)
+    layer = intervention.layer if intervention is not None else 0
+    batches, hidden = (cache if cache is not None else PrefixCache()).get(lm, encoded, layer)
+    # Unsteered, every m gives the same scores: score once, then repeat.
+    k = len(grid) if intervention is not None else 1
+    l_p, l_n = np.zeros((len(encoded), k)), np.zeros((len(encoded), k))
+    m_rows = torch.tensor(grid[:k], dtype=torch.float32, device=lm.device)
+    for batch, h in zip(batches, hidden, strict=True):
+        step = max(1, TOKENS_PER_BATCH // (k * batch.input_ids.shape[1]))
+        for start in range(0, len(batch), step):
+            rows = batch.select(slice(start, start + step))
+            lp, ln = _steered_logprobs(
+                lm, rows.repeat(k), layer, h[start : start + step], intervention, m_rows
+            )
+            lp, ln = -lp.sum(1), -ln.sum(1)
+            if per_token:
+                lp = lp / rows.pos_valid.sum(1).repeat_interleave(k)
+                ln = ln / rows.neg_valid.sum(1).repeat_interleave(k)
+            pairs = rows.pairs.cpu().numpy()
+            l_p[pairs] = lp.view(-1, k).cpu().double().numpy()
+            l_n[pairs] = ln.view(-1, k).cpu().double().numpy()
+    repeat = len(grid) // k
+    return LogOdds(
+        pair=np.repeat(np.arange(len(encoded)), len(grid)),
+        m=np.tile(grid, len(encoded)),
+        l_p=np.repeat(l_p, repeat, axis=1).ravel(),
+        l_n=np.repeat(l_n, repeat, axis=1).ravel(),
+    )
+
+
+def _steered_logprobs(
+    lm: LM,
+    rows: PackedBatch,
+    layer: int,
+    hidden: torch.Tensor,
+    intervention: Intervention | None,
+    m_rows: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Completion log-probs for rows that repeat each pair once per value in `m_rows`."""
+    hidden = hidden.repeat_interleave(len(m_rows), dim=0)
+    if intervention is None:
+        return completion_logprobs(lm, rows, layer, hidden)
+    with intervention.attached(lm, m=m_rows.repeat(len(rows) // len(m_rows))):
+        return completion_logprobs(lm, rows, layer, hidden)

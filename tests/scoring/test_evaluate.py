@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+
+from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
+from steerfront.errors import SteerfrontError
+from steerfront.methods import FORMS, init_intervention
+from steerfront.scoring.evaluate import PrefixCache, evaluate
+from steerfront.scoring.reference import reference_nll
+
+MIXED = PairSet(
+    "mixed",
+    load_concept("agreeableness").pairs[:3]  # multi-token completions under the byte tokenizer
+    + load_concept("sentiment").pairs[:3]
+    + (PolarityPair("Pick one letter.", "A", "B"), PolarityPair("Say a digit", "1", "2")),
+)
+GRID = [-2.0, -0.5, 0.0, 1.0, 3.0]
+
+
+def random_intervention(lm, form, layer):
+    intervention = init_intervention(form, lm, layer, rank=2)
+    generator = torch.Generator().manual_seed(1)
+    for tensor in intervention.params.values():
+        tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.3)
+    return intervention
+
+
+def reference(lm, encoded, intervention, m, per_token=False):
+    rows = []
+    for e in encoded:
+        if intervention is None:
+            rows.append([reference_nll(lm, e, p, per_token) for p in (True, False)])
+            continue
+        intervention.m = m
+        with intervention.attached(lm):
+            rows.append([reference_nll(lm, e, p, per_token) for p in (True, False)])
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_equals_the_plain_reference(tiny_lm, form):
+    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    single = [i for i, e in enumerate(encoded) if len(e.positive) == len(e.negative) == 1]
+    assert single and len(single) < len(encoded)  # both kinds present
+    intervention = random_intervention(tiny_lm, form, layer=1)
+    scores = evaluate(tiny_lm, encoded, intervention, GRID)
+    for m in GRID:
+        expected = reference(tiny_lm, encoded, intervention, m)
+        rows = scores.m == m
+        np.testing.assert_allclose(scores.l_p[rows], expected[:, 0], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(scores.l_n[rows], expected[:, 1], atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(scores.pair[rows], np.arange(len(encoded)))
+    assert scores.table().num_rows == len(encoded) * len(GRID)
+
+
+def test_per_token_variant(tiny_lm):
+    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    intervention = random_intervention(tiny_lm, "vector", layer=2)
+    scores = evaluate(tiny_lm, encoded, intervention, [-1.0], per_token=True)
+    expected = reference(tiny_lm, encoded, intervention, -1.0, per_token=True)
+    np.testing.assert_allclose(scores.l_p, expected[:, 0], atol=1e-5, rtol=0)
+
+
+def test_unsteered_and_m_zero_agree(tiny_lm):
+    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    unsteered = evaluate(tiny_lm, encoded, None, [0.0, 1.0])
+    expected = reference(tiny_lm, encoded, None, None)
+    np.testing.assert_allclose(unsteered.l_p[::2], expected[:, 0], atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(unsteered.l_p[::2], unsteered.l_p[1::2])
+    at_zero = evaluate(tiny_lm, encoded, random_intervention(tiny_lm, "lora", 1), 0.0)
+    np.testing.assert_allclose(at_zero.l_n, expected[:, 1], atol=1e-4, rtol=0)
+
+
+def test_evaluation_leaves_m_and_the_model_as_they_were(tiny_lm):
+    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    intervention = random_intervention(tiny_lm, "vector", layer=1)
+    intervention.m = 0.25
+    hooks = dict(tiny_lm.layers[1]._forward_hooks)
+    evaluate(tiny_lm, encoded, intervention, GRID)
+    assert intervention.m == 0.25
+    assert dict(tiny_lm.layers[1]._forward_hooks) == hooks
+
+
+def test_prefix_cache_is_reused(tiny_lm):
+    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    cache = PrefixCache()
+    intervention = random_intervention(tiny_lm, "vector", layer=1)
+    first = evaluate(tiny_lm, encoded, intervention, GRID, cache=cache)
+    again = evaluate(tiny_lm, encoded, intervention, GRID, cache=cache)
+    evaluate(tiny_lm, encoded, random_intervention(tiny_lm, "vector", 2), 1.0, cache=cache)
+    assert len(cache) == 2
+    np.testing.assert_array_equal(first.l_p, again.l_p)
+
+
+@pytest.mark.parametrize(
+    "grid,message",
+    [([], "m-grid is empty"), ([1.0, float("nan")], "m must be finite, not nan")],
+)
+def test_bad_grids(tiny_lm, grid, message):
+    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    with pytest.raises(SteerfrontError, match=message):
+        evaluate(tiny_lm, encoded, None, grid)
+
+
+def test_no_pairs(tiny_lm):
+    with pytest.raises(SteerfrontError, match="no pairs to score"):
+        evaluate(tiny_lm, [], None, 1.0)
