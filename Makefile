@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/steerfront evaluate
+	$(VENV)/bin/steerfront search
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

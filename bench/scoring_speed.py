@@ -106,7 +106,7 @@ def main() -> None:
     worst = {"vs_reference": float("inf"), "vs_batched": float("inf"), "max_diff": 0.0}
     print(f"model {lm.spec}, layer {layer}, {len(GRID)} values of m, diffmean vector")
     for name, pairs in sets.items():
-        train, test = pairs.pairs[: args.pairs], pairs.pairs[args.pairs : 2 * args.pairs]
+        test, train = pairs.pairs[: args.pairs], pairs.pairs[args.pairs :]  # diffmean from the rest
         vector = diffmean(lm, encode_pairs(lm.tokenizer, PairSet("t", train)))[layer]
         intervention = Intervention("vector", layer, {"v": vector})
         encoded = encode_pairs(lm.tokenizer, PairSet(name, test))

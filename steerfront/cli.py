@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from steerfront.defaults import (
     FORMS,
     LEARNING_RATE,
     OBJECTIVES,
+    SEARCH,
+    SEARCH_SPACE,
     SPLIT,
     TEST_FRACTION,
     TRAIN,
@@ -85,7 +88,183 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print results as JSON")
     _add_sweep(commands)
+    _add_search(commands)
     return parser
+
+
+def _add_search(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser(
+        "search",
+        help="search forms, layers, strengths and hyperparameters for the Pareto front",
+        description="Ray Tune runs the trials, Optuna (two objectives: pref_odds and util_odds "
+        "on validation pairs) picks them, MLflow tracks them. With no arguments: the embedded "
+        "default (local Ray, the default model, a built-in concept, all three forms).",
+    )
+    _add_model(search)
+    _add_concept(search)
+    search.add_argument(
+        "--space",
+        default=None,
+        help="search-space YAML file (default: the built-in space; see README)",
+    )
+    search.add_argument(
+        "--trials",
+        type=int,
+        default=SEARCH["trials"],
+        help=f"trial budget (default: {SEARCH['trials']})",
+    )
+    search.add_argument(
+        "--sampler",
+        choices=("tpe", "nsga2", "random"),
+        default=SEARCH["sampler"],
+        help=f"Optuna sampler (default: {SEARCH['sampler']})",
+    )
+    search.add_argument(
+        "--seed",
+        type=int,
+        default=SEARCH["seed"],
+        help=f"seed of the sampler, the split and training (default: {SEARCH['seed']})",
+    )
+    search.add_argument(
+        "--layers",
+        type=_ints,
+        default=None,
+        help="comma-separated layers (default: every third layer of the middle half)",
+    )
+    search.add_argument(
+        "--forms",
+        type=_words,
+        default=None,
+        help=f"comma-separated forms (default: {','.join(SEARCH_SPACE['forms'])})",
+    )
+    search.add_argument(
+        "--objectives",
+        type=_words,
+        default=None,
+        help=f"comma-separated objectives (default: {','.join(SEARCH_SPACE['objectives'])})",
+    )
+    search.add_argument("--name", default=None, help="search name (default: search-DATE-TIME)")
+    search.add_argument(
+        "--resume",
+        metavar="NAME",
+        default=None,
+        help="continue the search NAME whose driver stopped",
+    )
+    search.add_argument(
+        "--runs",
+        default=SEARCH["runs"],
+        help=f"folder for searches and the default MLflow store (default: {SEARCH['runs']})",
+    )
+    search.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db)",
+    )
+    search.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)",
+    )
+    search.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="trials at once (default: as many as the resources allow)",
+    )
+    search.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)"
+    )
+    search.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPUs per trial, fractions allowed (default: 0)",
+    )
+    search.add_argument(
+        "--max-util-drop",
+        type=float,
+        default=SEARCH["max_util_drop"],
+        help=f"best: most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
+    )
+    search.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    front = commands.add_parser("front", help="print a search's Pareto front")
+    front.add_argument("search", help="search name (or its folder)")
+    front.add_argument(
+        "--runs", default=SEARCH["runs"], help=f"folder of searches (default: {SEARCH['runs']})"
+    )
+    front.add_argument("--json", action="store_true", help="print the front as JSON")
+
+    best = commands.add_parser(
+        "best", help="pick one configuration from a search's front and export it"
+    )
+    best.add_argument("search", help="search name (or its folder)")
+    best.add_argument(
+        "--runs", default=SEARCH["runs"], help=f"folder of searches (default: {SEARCH['runs']})"
+    )
+    best.add_argument(
+        "--rule",
+        choices=("max-pref", "knee"),
+        default="max-pref",
+        help="max-pref: highest pref_odds within --max-util-drop; knee: the front's knee "
+        "(default: max-pref)",
+    )
+    best.add_argument(
+        "--max-util-drop",
+        type=float,
+        default=SEARCH["max_util_drop"],
+        help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
+    )
+    best.add_argument("--out", default=None, help="export folder (default: SEARCH/best)")
+    best.add_argument("--json", action="store_true", help="print the pick as JSON")
+
+    ui = commands.add_parser("ui", help="browse searches in the MLflow UI (binds 127.0.0.1)")
+    ui.add_argument(
+        "--runs", default=SEARCH["runs"], help=f"folder of searches (default: {SEARCH['runs']})"
+    )
+    ui.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db)",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+
+    generate = commands.add_parser(
+        "generate", help="the steered model's answer beside the unsteered one"
+    )
+    generate.add_argument("prompt", help="the user's message")
+    generate.add_argument(
+        "--intervention",
+        required=True,
+        help="an exported intervention (.safetensors with its .json sidecar)",
+    )
+    generate.add_argument(
+        "--m",
+        type=float,
+        default=None,
+        help="steering strength (default: the one saved with the intervention, else 1)",
+    )
+    generate.add_argument(
+        "--model", default=None, help="model (default: the one the intervention was made for)"
+    )
+    generate.add_argument(
+        "--max-new-tokens", type=int, default=60, help="answer length limit (default: 60)"
+    )
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, not {text!r}"
+        ) from None
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _floats(text: str) -> list[float]:
@@ -196,6 +375,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             _evaluate(args)
         elif args.command == "sweep":
             _sweep(args)
+        elif args.command == "search":
+            _search(args)
+        elif args.command == "front":
+            _front(args)
+        elif args.command == "best":
+            _best(args)
+        elif args.command == "generate":
+            _generate(args)
+        elif args.command == "ui":
+            _ui(args)
     except SteerfrontError as exc:
         print(f"steerfront: error: {exc}", file=sys.stderr)
         return 2
@@ -380,6 +569,196 @@ def _print_sweep(result: dict, out: Path) -> None:
     )
     files = ", ".join(sorted(path.name for path in out.iterdir()))
     print(f"wrote {out}/: {files}")
+
+
+def _search(args: argparse.Namespace) -> None:
+    import time
+
+    from steerfront.search.run import SearchSettings, run_search
+    from steerfront.search.space import load_space
+
+    if args.trials < 1:
+        raise SteerfrontError(f"--trials must be at least 1, not {args.trials}")
+    if args.resume:
+        settings, space = _resumed(args)
+    else:
+        overrides = {"layers": args.layers, "forms": args.forms, "objectives": args.objectives}
+        space = load_space(args.space, overrides)
+        settings = SearchSettings(
+            name=args.name or time.strftime("search-%Y%m%d-%H%M%S"),
+            model=args.model,
+            concept=args.concept,
+            fmt=args.format,
+            trials=args.trials,
+            sampler=args.sampler,
+            seed=args.seed,
+            concurrency=args.concurrency,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            runs=args.runs,
+            tracking_uri=args.tracking_uri,
+            address=args.address or os.environ.get("RAY_ADDRESS"),
+            quiet=args.quiet,
+            extra={"max_util_drop": args.max_util_drop},
+        )
+    if not args.quiet:
+        print(
+            f"search {settings.name}: {settings.model}, concept {settings.concept}, "
+            f"{settings.trials} trials, results in {settings.folder}",
+            file=sys.stderr,
+        )
+    summary = run_search(space, settings, resume=bool(args.resume))
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return
+    _print_front(summary["front"])
+    print(
+        f"{summary['trials']} trials ({summary['failed']} failed): "
+        f"{summary['model_loads']} model loads, {summary['trainings']} trainings, "
+        f"{summary['cache_hits']} cache hits; hypervolume {summary['hypervolume']:.3f}"
+    )
+    if summary["best"]:
+        print(f"best: {_describe(summary['best'])} -> {summary['folder']}/best/")
+    print(
+        f"MLflow: {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run_id']})"
+    )
+
+
+def _resumed(args: argparse.Namespace):  # noqa: ANN202
+    from steerfront.search.run import STATE, SearchSettings
+    from steerfront.search.space import SearchSpace
+
+    state_file = Path(args.runs).resolve() / args.resume / STATE
+    if not state_file.is_file():
+        raise SteerfrontError(
+            f"no search named {args.resume!r} under {Path(args.runs).resolve()} to resume"
+        )
+    state = json.loads(state_file.read_text())
+    settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
+    settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
+    settings.tracking_uri = args.tracking_uri or settings.tracking_uri
+    return settings, SearchSpace(**state["space"])
+
+
+def _describe(record: dict) -> str:
+    parts = [
+        f"{record['form']} {record['objective']} layer {int(record['layer'])} m {record['m']:.3g}"
+    ]
+    if record.get("rank") is not None:
+        parts.append(f"rank {int(record['rank'])}")
+    if record.get("gamma") is not None:
+        parts.append(f"gamma {record['gamma']:.3g}")
+    parts.append(
+        f"pref_odds {record['pref_odds']:.3f} util_odds {record['util_odds']:.3f} "
+        f"(test {record['test_pref_odds']:.3f} / {record['test_util_odds']:.3f})"
+    )
+    return ", ".join(parts)
+
+
+def _print_front(rows: list[dict]) -> None:
+    heads = (
+        "form",
+        "objective",
+        "layer",
+        "m",
+        "rank",
+        "gamma",
+        "pref val",
+        "util val",
+        "drop val",
+        "pref test",
+        "util test",
+    )
+    print("  ".join(f"{h:>12}" for h in heads))
+    for r in rows:
+        cells = [
+            r["form"],
+            r["objective"],
+            int(r["layer"]),
+            r["m"],
+            r.get("rank"),
+            r.get("gamma"),
+            r["pref_odds"],
+            r["util_odds"],
+            r["util_drop"],
+            r["test_pref_odds"],
+            r["test_util_odds"],
+        ]
+        print("  ".join(f"{_cell(c):>12}" for c in cells))
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _search_folder(args: argparse.Namespace) -> Path:
+    folder = Path(args.search)
+    if not folder.is_dir():
+        folder = Path(args.runs) / args.search
+    if not (folder / "trials.parquet").is_file():
+        raise SteerfrontError(f"search {args.search!r}: no trials.parquet in {folder}")
+    return folder
+
+
+def _finished(folder: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [
+        r for r in pq.read_table(folder / "trials.parquet").to_pylist() if r["status"] == "done"
+    ]
+
+
+def _front(args: argparse.Namespace) -> None:
+    from steerfront.search.best import front
+
+    rows = front(_finished(_search_folder(args)))
+    if args.json:
+        print(json.dumps(rows))
+        return
+    _print_front(rows)
+
+
+def _best(args: argparse.Namespace) -> None:
+    from steerfront.lm import load_model
+    from steerfront.search.best import export, pick
+    from steerfront.search.run import STATE
+
+    folder = _search_folder(args)
+    record = pick(_finished(folder), args.rule, args.max_util_drop)
+    state = json.loads((folder / STATE).read_text())
+    lm = load_model(state["settings"]["model"])
+    out = export(record, Path(args.out) if args.out else folder / "best", folder / "cache", lm)
+    if args.json:
+        print(json.dumps({"best": record, "exported": str(out)}))
+        return
+    print(f"best ({args.rule}): {_describe(record)}")
+    print(f"exported to {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+
+
+def _ui(args: argparse.Namespace) -> None:
+    from steerfront.search.tracking import serve_ui, tracking_uri
+
+    serve_ui(tracking_uri(args.tracking_uri, args.runs), args.host, args.port)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from steerfront.lm import load_model
+    from steerfront.methods.generate import generate
+    from steerfront.methods.io import load_intervention, read_sidecar
+
+    sidecar = read_sidecar(args.intervention)
+    lm = load_model(args.model or sidecar.get("model") or DEFAULT_MODEL)
+    intervention = load_intervention(args.intervention, lm)
+    m = args.m if args.m is not None else sidecar.get("meta", {}).get("m", 1.0)
+    unsteered, steered = generate(lm, args.prompt, intervention, m, args.max_new_tokens)
+    print(
+        f"unsteered:\n{unsteered}\n\n"
+        f"steered ({intervention.form} at layer {intervention.layer}, m = {m:g}):\n{steered}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,3 +20,25 @@ FACTORS = {
     "local_weight": tuple(round(0.2 * i, 1) for i in range(1, 11)),
 }
 TEST_FRACTION = 0.2
+
+# The default search space (`steerfront search` with no arguments): small enough to finish
+# within 15 minutes on a 2-core CPU with the default model.
+SEARCH_SPACE = {
+    "forms": ("vector", "lora", "local_weight"),
+    "objectives": ("split", "diffmean", "sft", "reps"),
+    "m": {"vector": (0.0, 20.0), "lora": (0.0, 4.0), "local_weight": (0.0, 4.0)},
+    "rank": (2, 4, 8),
+    "gamma": (1.0, 10.0),
+    "lambda_n": SPLIT["lambda_n"],
+    "theta": SPLIT["theta"],
+    "epochs": (TRAIN["epochs"],),
+}
+SEARCH = {
+    "trials": 24,
+    "sampler": "tpe",
+    "seed": 0,
+    "val_fraction": 0.2,
+    "test_fraction": 0.2,
+    "max_util_drop": 1.0,
+    "runs": "runs",
+}

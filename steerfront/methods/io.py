@@ -124,6 +124,11 @@ def _read_sidecar(sidecar_path: Path) -> dict:
     return sidecar
 
 
+def read_sidecar(path: str | Path) -> dict:
+    """An intervention's sidecar as data (which model it was made for, its meta), validated."""
+    return _read_sidecar(_pair(path)[1])
+
+
 def load_intervention(path: str | Path, lm: LM) -> Intervention:
     """Load an intervention saved by `save_intervention` onto `lm`'s device, at m = 1.
 

@@ -1,0 +1,1 @@
+"""Search: space, Ray Tune trial, Optuna multi-objective, Pareto front, picking, MLflow."""

@@ -1,0 +1,384 @@
+"""The driver: Ray Tune runs the trials, Optuna picks them, MLflow and Parquet keep the results.
+
+Optuna (through Ray's `OptunaSearch`) maximises two objectives, `pref_odds` and `util_odds`, on
+the validation pairs. Test pairs are scored for every trial but never used for selection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray.tune import Callback
+
+from steerfront.data import encode_pairs
+from steerfront.defaults import SEARCH
+from steerfront.errors import SteerfrontError
+from steerfront.lm import load_model
+from steerfront.scoring.evaluate import evaluate
+from steerfront.search.pareto import hypervolume
+from steerfront.search.space import Sampler, SearchSpace
+from steerfront.search.tracking import METRICS, PARAMS, Tracker, tracking_uri
+from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
+
+STATE = "search.json"
+
+
+@dataclass
+class SearchSettings:
+    """How and where a search runs (the space says what it searches)."""
+
+    name: str
+    model: str
+    concept: str
+    fmt: str | None = None
+    trials: int = SEARCH["trials"]
+    sampler: str = SEARCH["sampler"]
+    seed: int = SEARCH["seed"]
+    concurrency: int | None = None  # None: as many as the CPUs (or GPUs) allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    val_fraction: float = SEARCH["val_fraction"]
+    test_fraction: float = SEARCH["test_fraction"]
+    runs: str = SEARCH["runs"]
+    tracking_uri: str | None = None
+    address: str | None = None
+    quiet: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.runs).resolve() / self.name
+
+    @property
+    def tracking(self) -> str:
+        return tracking_uri(self.tracking_uri, self.runs)
+
+
+def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
+    """Run (or resume) a search to its trial budget; return its summary."""
+    folder = settings.folder
+    state_file = folder / STATE
+    if resume and not state_file.is_file():
+        raise SteerfrontError(f"no search named {settings.name!r} under {folder.parent} to resume")
+    if not resume and state_file.exists():
+        raise SteerfrontError(
+            f"a search named {settings.name!r} exists in {folder}; resume it with --resume "
+            f"{settings.name} or choose another --name"
+        )
+    _check_writable(folder.parent)
+    if resume:
+        state = json.loads(state_file.read_text())
+        setup = SearchSetup(**state["setup"])
+        layers = state["layers"]
+    else:
+        setup, layers = _prepare(space, settings)
+    tracker = Tracker(
+        settings.tracking,
+        settings.name,
+        state["parent_run_id"] if resume else None,
+        artifact_root=folder.parent / "mlartifacts",
+    )
+    if not resume:
+        folder.mkdir(parents=True, exist_ok=True)
+        tracker.log_params(
+            {
+                "model": settings.model,
+                "concept": settings.concept,
+                "trials": settings.trials,
+                "sampler": settings.sampler,
+                "seed": settings.seed,
+                "layers": layers,
+                **setup.baseline,
+            }
+        )
+        _write_json(
+            state_file,
+            {
+                "settings": asdict(settings),
+                "space": space.model_dump(mode="json"),
+                "setup": asdict(setup),
+                "layers": layers,
+                "parent_run_id": tracker.parent_run_id,
+            },
+        )
+    recorder = Recorder(folder, tracker, setup.baseline, settings)
+    _tune(space, settings, setup, layers, recorder, resume)
+    return recorder.finish()
+
+
+def _prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, list[int]]:
+    """Validate the space against the model and data, and score the unsteered model once."""
+    concept = settings.concept
+    if Path(concept).exists():
+        concept = str(Path(concept).resolve())  # Tune changes each trial's working directory
+    setup = SearchSetup(
+        model=settings.model,
+        concept=concept,
+        fmt=settings.fmt,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+        seed=settings.seed,
+        folder=str(settings.folder),
+        baseline={},
+    )
+    splits = setup.splits()
+    for name in ("train", *SCORED_SPLITS):
+        if len(getattr(splits, name)) == 0:
+            raise SteerfrontError(f"concept {settings.concept!r}: no {name} pairs after the split")
+    lm = load_model(settings.model)
+    proj = lm.down_proj(0)
+    layers = space.check_model(lm.n_layers, min(proj.in_features, proj.out_features))
+    baseline = {}
+    for name in SCORED_SPLITS:
+        scores = evaluate(lm, encode_pairs(lm.tokenizer, getattr(splits, name)), None, 0.0)
+        row = scores.summary().to_pylist()[0]
+        baseline[f"{name}_pref_odds"] = row["pref_odds"]
+        baseline[f"{name}_util_odds"] = row["util_odds"]
+    return SearchSetup(**{**asdict(setup), "baseline": baseline}), layers
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any trial starts, not hours later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"x" * 1024)
+        probe.unlink()
+    except OSError as exc:
+        raise SteerfrontError(f"storage folder {folder} is not writable ({exc.strerror})") from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(data, indent=2))
+    temp.replace(path)
+
+
+def _tune(
+    space: SearchSpace,
+    settings: SearchSettings,
+    setup: SearchSetup,
+    layers: list[int],
+    recorder: Recorder,
+    resume: bool,
+) -> None:
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _init_ray(settings.address)
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+
+    def trainable(config: dict, setup: SearchSetup) -> None:
+        # A trial kept before the driver died (but after Tune's last save) is not run again.
+        kept = _kept_result(Path(setup.folder), tune.get_context().get_trial_id())
+        tune.report(kept if kept is not None else run_trial(config, setup))
+
+    trainable = tune.with_resources(tune.with_parameters(trainable, setup=setup), resources)
+    folder = settings.folder
+    if resume:
+        tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=False)
+    else:
+        samplers = {
+            "tpe": lambda: optuna.samplers.TPESampler(seed=settings.seed),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=settings.seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
+        }
+        search = OptunaSearch(
+            Sampler(space, layers),
+            metric=["pref_odds", "util_odds"],
+            mode=["max", "max"],
+            sampler=samplers[settings.sampler](),
+        )
+        concurrency = settings.concurrency or _slots(settings)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(search, max_concurrent=concurrency),
+                num_samples=settings.trials,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=settings.name,
+                storage_path=str(folder.parent),
+                callbacks=[recorder],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+    if resume:
+        tuner._local_tuner._run_config.callbacks = [recorder]  # callbacks are not restored
+    try:
+        tuner.fit()
+    finally:
+        if not settings.address:
+            ray.shutdown()
+
+
+def _kept_result(folder: Path, trial_id: str) -> dict | None:
+    path = folder / "trials.parquet"
+    if not path.is_file():
+        return None
+    for record in pq.read_table(path).to_pylist():
+        if record["trial_id"] == trial_id and record["status"] == "done":
+            return {k: record[k] for k in RESULT_KEYS}
+    return None
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, log_to_driver=False, include_dashboard=False)
+
+
+def _slots(settings: SearchSettings) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    if settings.gpus_per_trial > 0:
+        return max(1, int(resources.get("GPU", 0) / settings.gpus_per_trial))
+    return max(1, int(resources.get("CPU", 1) / max(settings.cpus_per_trial, 1e-9)))
+
+
+def _record(trial: object, status: str) -> dict:
+    config = trial.config
+    record = {"trial_id": trial.trial_id, "status": status}
+    record.update({k: config.get(k) for k in PARAMS})
+    record["factors"] = json.dumps(config.get("factors"))
+    if status == "done":
+        record.update({k: v for k, v in (trial.last_result or {}).items() if k in RESULT_KEYS})
+    else:
+        record["error"] = _last_error_line(trial.error_file)
+    return record
+
+
+def _last_error_line(path: str | None) -> str:
+    """The exception line of a failed trial's traceback (Tune writes it to the trial folder)."""
+    text = Path(path).read_text() if path and Path(path).is_file() else ""
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.startswith("Failure #")
+    ]
+    return lines[-1].strip() if lines else "the trial's worker died without an error message"
+
+
+RESULT_KEYS = (*METRICS, "trained", "model_loaded", "train_key")  # what a trial reports
+
+
+class Recorder(Callback):
+    """Keeps every finished or failed trial: Parquet first, then MLflow, then progress."""
+
+    def __init__(self, folder: Path, tracker: Tracker, baseline: dict, settings: SearchSettings):
+        self.folder, self.tracker, self.baseline, self.settings = (
+            folder,
+            tracker,
+            baseline,
+            settings,
+        )
+        path = folder / "trials.parquet"
+        self.records = pq.read_table(path).to_pylist() if path.is_file() else []
+        self.started = time.monotonic()
+        self.mlflow_ok = True
+        self._sync_mlflow()
+
+    def __getstate__(self) -> dict:  # Tune saves its callbacks; ours are re-attached on resume
+        return {}
+
+    def on_trial_complete(
+        self, iteration: int, trials: list, trial: object, **info: object
+    ) -> None:
+        self._add(_record(trial, "done"), trials, trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: object, **info: object) -> None:
+        self._add(_record(trial, "failed"), trials, trial)
+
+    def _add(self, record: dict, trials: list, trial: object) -> None:
+        if any(r["trial_id"] == record["trial_id"] for r in self.records):
+            return
+        self.records.append(record)
+        _write_table(self.folder / "trials.parquet", self.records)
+        self._sync_mlflow()
+        done = [r for r in self.records if r["status"] == "done"]
+        volume = self.hypervolume(done)
+        self._safely(lambda: self.tracker.log_metric("hypervolume", volume, step=len(done)))
+        if not self.settings.quiet:
+            running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
+            failed = len(self.records) - len(done)
+            print(
+                f"[{time.monotonic() - self.started:6.0f}s] trials {len(self.records)}/"
+                f"{self.settings.trials}: {len(done)} finished, {running} running, {failed} failed;"
+                f" hypervolume {volume:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def hypervolume(self, done: list[dict]) -> float:
+        if not done:
+            return 0.0
+        points = np.array([[r["pref_odds"], r["util_odds"]] for r in done], dtype=float)
+        reference = (self.baseline["val_pref_odds"], float(np.nanmin(points[:, 1])))
+        return hypervolume(points, reference)
+
+    def _sync_mlflow(self) -> None:
+        """Log every kept trial that MLflow lacks (after an outage or a resume)."""
+
+        def sync() -> None:
+            logged = self.tracker.logged_trials()
+            for record in self.records:
+                if record["trial_id"] not in logged:
+                    self.tracker.log_trial(record)
+
+        self._safely(sync)
+
+    def _safely(self, action) -> None:  # noqa: ANN001 - a callable
+        try:
+            action()
+            self.mlflow_ok = True
+        except Exception as exc:
+            if self.mlflow_ok:
+                print(
+                    f"steerfront: warning: MLflow unavailable ({str(exc).splitlines()[0][:200]}); "
+                    "results are kept in trials.parquet and logged when it is back",
+                    file=sys.stderr,
+                )
+            self.mlflow_ok = False
+
+    def finish(self) -> dict:
+        from steerfront.search.report import write_results
+
+        return write_results(self.folder, self.records, self.baseline, self.tracker, self.settings)
+
+
+SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("status", pa.string())]
+    + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
+    + [("factors", pa.string())]
+    + [(k, pa.string() if k == "train_key" else pa.float64()) for k in RESULT_KEYS]
+    + [("error", pa.string())]
+)
+
+
+def _write_table(path: Path, records: list[dict]) -> None:
+    """Every trial, every field, with one fixed schema (failed trials have no metrics)."""
+    temp = path.with_name(f".{path.name}.tmp")
+    rows = [{name: record.get(name) for name in SCHEMA.names} for record in records]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), temp)
+    temp.replace(path)

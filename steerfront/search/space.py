@@ -1,0 +1,195 @@
+"""The search space: what a search may vary, validated in full before anything starts.
+
+A value given as a list is a set of choices, `[low, high]` for a float is a range, and a scalar
+is fixed. `m` may differ per form (vector strengths are larger than weight-update strengths).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from steerfront.defaults import FORMS, OBJECTIVES, SEARCH_SPACE
+from steerfront.errors import SteerfrontError
+
+FloatRange = tuple[float, float]
+
+
+class SearchSpace(BaseModel):
+    """Forms, objectives, layers, strengths and hyperparameters a search samples from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forms: list[str] = list(SEARCH_SPACE["forms"])
+    objectives: list[str] = list(SEARCH_SPACE["objectives"])
+    layers: list[int] | None = None  # None: every third layer of the model's middle half
+    m: dict[str, FloatRange] = dict(SEARCH_SPACE["m"])
+    rank: list[int] = list(SEARCH_SPACE["rank"])
+    gamma: float | FloatRange = SEARCH_SPACE["gamma"]
+    lambda_n: float | FloatRange = SEARCH_SPACE["lambda_n"]
+    theta: float | FloatRange = SEARCH_SPACE["theta"]
+    lr: float | FloatRange | None = None  # None: the form's default learning rate
+    epochs: list[int] = list(SEARCH_SPACE["epochs"])
+    factors: list[float] | None = None  # None: the form's default training factors
+
+    @field_validator("forms")
+    @classmethod
+    def _forms(cls, value: list[str]) -> list[str]:
+        return _choices(value, FORMS, "form")
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        return _choices(value, OBJECTIVES, "objective")
+
+    @field_validator("m", mode="before")
+    @classmethod
+    def _m(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):  # one range for every form
+            return {form: value for form in FORMS}
+        return value
+
+    @field_validator("rank", "epochs", "layers")
+    @classmethod
+    def _positive_ints(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty")
+        if value is not None and min(value) < 0:
+            raise ValueError(f"values must not be negative, not {min(value)}")
+        return value
+
+    @field_validator("gamma", "lambda_n", "theta", "lr")
+    @classmethod
+    def _range(cls, value: float | FloatRange | None) -> float | FloatRange | None:
+        if isinstance(value, tuple) and not value[0] <= value[1]:
+            raise ValueError(f"range is empty: low {value[0]} > high {value[1]}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSpace:
+        for form in self.forms:
+            if form not in self.m:
+                raise ValueError(f"m: no range for form {form!r}")
+            low, high = self.m[form]
+            if not low <= high:
+                raise ValueError(f"m: range for {form} is empty: low {low} > high {high}")
+        if self.objectives == ["diffmean"] and self.forms != ["vector"]:
+            raise ValueError("objectives: diffmean alone can produce only the vector form")
+        if min(self.rank) < 1:
+            raise ValueError("rank: values must be at least 1")
+        if min(self.epochs) < 1:
+            raise ValueError("epochs: values must be at least 1")
+        if self.factors is not None and not self.factors:
+            raise ValueError("factors: must not be empty")
+        return self
+
+    def check_model(self, n_layers: int, max_rank: int) -> list[int]:
+        """Layers to search for a model with `n_layers` layers; refuse what it cannot have."""
+        layers = self.layers or default_layers(n_layers)
+        bad = [layer for layer in layers if not 0 <= layer < n_layers]
+        if bad:
+            raise SteerfrontError(
+                f"search space: layers {bad} are outside the model (layers 0..{n_layers - 1})"
+            )
+        if "lora" in self.forms and max(self.rank) > max_rank:
+            raise SteerfrontError(
+                f"search space: rank {max(self.rank)} is larger than the down-projection "
+                f"allows ({max_rank})"
+            )
+        return layers
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """Every third layer across the middle half, where steering tends to work best."""
+    return list(range(n_layers // 4, (3 * n_layers) // 4 + 1, 3)) or [n_layers // 2]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Optuna's define-by-run space (a picklable callable: Tune checkpoints its searcher).
+
+    Conditional choices get names of their own (`objective_lora`, `m_vector`, ...), so every
+    name keeps one fixed distribution.
+    """
+
+    space: SearchSpace
+    layers: list[int]
+
+    def __call__(self, trial: Any) -> dict:
+        space = self.space
+        form = trial.suggest_categorical("form", space.forms)
+        objectives = [o for o in space.objectives if form == "vector" or o != "diffmean"]
+        config = {
+            "form": form,
+            "objective": _pick(trial, f"objective_{form}", objectives),
+            "layer": _pick(trial, "layer", self.layers),
+            "m": _pick(trial, f"m_{form}", space.m[form]),
+        }
+        if form == "lora":
+            config["rank"] = _pick(trial, "rank", space.rank)
+        if config["objective"] == "split":
+            for name in ("gamma", "lambda_n", "theta"):
+                config[name] = _pick(trial, name, getattr(space, name))
+        if config["objective"] != "diffmean":
+            config["epochs"] = _pick(trial, "epochs", space.epochs)
+            if space.lr is not None:
+                config["lr"] = _pick(trial, f"lr_{form}", space.lr, log=True)
+            if space.factors is not None:
+                config["factors"] = space.factors
+        return config
+
+
+def _pick(trial: Any, name: str, values: Any, log: bool = False) -> Any:
+    """Sample a choice from a list, a float from a `(low, high)` range; a scalar is fixed."""
+    if isinstance(values, list):
+        return values[0] if len(values) == 1 else trial.suggest_categorical(name, values)
+    if isinstance(values, tuple):
+        low, high = values
+        return low if low == high else trial.suggest_float(name, low, high, log=log)
+    return values
+
+
+def _choices(value: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    if not value:
+        raise ValueError("must not be empty")
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r} (choose from {', '.join(allowed)})")
+    return value
+
+
+def load_space(path: str | Path | None, overrides: dict | None = None) -> SearchSpace:
+    """A space from a YAML file (or the defaults), with flag overrides; one-line errors."""
+    data: dict = {}
+    where = str(path) if path else "search space"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SteerfrontError(f"{path}: no such file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise SteerfrontError(
+                f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})"
+            ) from None
+        if not isinstance(data, dict):
+            raise SteerfrontError(f"{path}: expected a mapping of search-space keys")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return SearchSpace(**data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "space"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise SteerfrontError(f"{where}: {field}: {message}") from None

@@ -1,0 +1,161 @@
+"""MLflow tracking, from the driver only: one parent run per search, one child run per trial.
+
+Every result is first kept in the search's own folder (`trials.parquet`), then logged; a
+trial already logged (tag `steerfront.trial_id`) is never logged twice, so a resumed search
+adds no duplicate child runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+from steerfront.errors import SteerfrontError
+
+EXPERIMENT = "steerfront"
+PARAMS = ("form", "objective", "layer", "m", "rank", "gamma", "lambda_n", "theta", "lr", "epochs")
+METRICS = (
+    "pref_odds",
+    "util_odds",
+    "util_drop",
+    "accuracy",
+    "test_pref_odds",
+    "test_util_odds",
+    "test_util_drop",
+    "test_accuracy",
+    "train_s",
+    "eval_s",
+    "cache_hit",
+)
+
+
+def tracking_uri(given: str | None, runs: str) -> str:
+    """The MLflow store: as given, else MLFLOW_TRACKING_URI, else SQLite in the runs folder."""
+    return (
+        given
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(runs).resolve() / 'mlflow.db'}"
+    )
+
+
+def _local_artifacts(tracking_uri: str, root: Path | None) -> str | None:
+    """Beside a local store, artifacts go to `root` (not the current folder); a server decides
+    for itself."""
+    if root is None or tracking_uri.split(":", 1)[0] not in ("sqlite", "file"):
+        return None
+    return Path(root).resolve().as_uri()
+
+
+class Tracker:
+    """A search's parent run and its children in one MLflow tracking store."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str,
+        parent_run_id: str | None = None,
+        artifact_root: Path | None = None,
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration chatter
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.uri = tracking_uri
+        try:
+            experiment = self.client.get_experiment_by_name(EXPERIMENT)
+            self.experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    EXPERIMENT, artifact_location=_local_artifacts(tracking_uri, artifact_root)
+                )
+            )
+            if parent_run_id is None:
+                parent_run_id = self.client.create_run(
+                    self.experiment_id, run_name=name, tags={"steerfront.search": name}
+                ).info.run_id
+        except Exception as exc:  # any store or server failure
+            raise SteerfrontError(f"MLflow tracking store {tracking_uri}: {exc}") from None
+        self.parent_run_id = parent_run_id
+
+    def logged_trials(self) -> set[str]:
+        """Trial ids already logged as children of this search's parent run."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+            max_results=10000,
+        )
+        return {run.data.tags.get("steerfront.trial_id") for run in runs}
+
+    def log_params(self, params: dict) -> None:
+        for key, value in params.items():
+            self.client.log_param(self.parent_run_id, key, value)
+
+    def log_trial(self, record: dict) -> None:
+        """One child run: params and metrics, or status FAILED with the reason."""
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id,
+            "steerfront.trial_id": record["trial_id"],
+        }
+        if record["status"] == "failed":
+            tags["steerfront.error"] = record.get("error", "")[:5000]
+        run = self.client.create_run(
+            self.experiment_id, run_name=record["trial_id"], tags=tags
+        ).info.run_id
+        for key in PARAMS:
+            if record.get(key) is not None:
+                self.client.log_param(run, key, record[key])
+        for key in METRICS:
+            value = record.get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.client.log_metric(run, key, float(value))
+        self.client.set_terminated(run, "FAILED" if record["status"] == "failed" else "FINISHED")
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        self.client.log_metric(self.parent_run_id, key, value, step=step)
+
+    def log_artifacts(self, folder: Path) -> None:
+        self.client.log_artifacts(self.parent_run_id, str(folder))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_run_id, status)
+
+
+def serve_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> None:
+    """Run the MLflow UI on `tracking_uri` (one worker) until Ctrl-C, then stop it cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    command = [
+        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, start_new_session=True, stdout=sys.stderr)
+    url = f"http://{host}:{port}"
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SteerfrontError(f"the MLflow UI exited at start (is port {port} free?)")
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        print(f"MLflow UI on {url} (store {tracking_uri}); Ctrl-C stops it", flush=True)
+        server.wait()
+    except KeyboardInterrupt:
+        print("stopping the MLflow UI", file=sys.stderr)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)

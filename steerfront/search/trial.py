@@ -1,0 +1,139 @@
+"""One trial: fetch or train the intervention for its train key, then score it at its m.
+
+Runs inside a Ray worker. A worker loads the model once and keeps it, with the tokenized pair
+sets and the frozen-prefix activations of every layer it has seen, across trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from steerfront.data import Splits, encode_pairs, load_concept
+from steerfront.errors import SteerfrontError
+from steerfront.lm import LM, load_model
+from steerfront.methods import Intervention, Objective, TrainSpec, fit
+from steerfront.methods.io import load_intervention, save_intervention
+from steerfront.scoring.evaluate import PrefixCache, evaluate
+
+SCORED_SPLITS = ("val", "test")
+# Set by the reliability tests to inject faults into trials of one form: "raise:lora", "exit:lora".
+FAULT_ENV = "STEERFRONT_FAULT"
+
+
+@dataclass(frozen=True)
+class SearchSetup:
+    """What every trial of one search shares (small: it travels to every worker)."""
+
+    model: str
+    concept: str
+    fmt: str | None
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    folder: str  # absolute path of the search's storage folder (the cache lives there)
+    baseline: dict[str, float]  # unsteered metrics per split, e.g. "val_util_odds"
+    device: str | None = None
+
+    def splits(self) -> Splits:
+        pairs = load_concept(self.concept, self.fmt)
+        return pairs.split(self.val_fraction, self.test_fraction, self.seed)
+
+
+_WORKER: dict = {}  # this process's model, pair sets and prefix cache, kept across trials
+
+
+def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, PrefixCache, bool]:
+    key = (
+        setup.model,
+        setup.concept,
+        setup.fmt,
+        setup.val_fraction,
+        setup.test_fraction,
+        setup.seed,
+    )
+    loaded = _WORKER.get("key") != key
+    if loaded:
+        lm = load_model(setup.model, device=setup.device)
+        splits = setup.splits()
+        encoded = {
+            name: encode_pairs(lm.tokenizer, getattr(splits, name)) for name in SCORED_SPLITS
+        }
+        _WORKER.update(key=key, lm=lm, splits=splits, encoded=encoded, cache=PrefixCache())
+    return _WORKER["lm"], _WORKER["splits"], _WORKER["encoded"], _WORKER["cache"], loaded
+
+
+def train_spec(config: dict, seed: int) -> TrainSpec:
+    """The training part of a trial config: everything but `m`."""
+    objective = Objective(
+        config["objective"],
+        **{k: config[k] for k in ("lambda_n", "gamma", "theta") if k in config},
+    )
+    return TrainSpec(
+        form=config["form"],
+        layer=int(config["layer"]),
+        objective=objective,
+        rank=int(config.get("rank", 4)),
+        lr=config.get("lr"),
+        epochs=int(config.get("epochs", 1)),
+        factors=tuple(config["factors"]) if config.get("factors") else None,
+        seed=seed,
+    )
+
+
+def train_key(spec: TrainSpec, model: str, dataset: str) -> str:
+    """Trials with the same key differ only in m and share one trained intervention."""
+    text = json.dumps({**spec.describe(), "model": model, "dataset": dataset}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def obtain(lm: LM, splits: Splits, spec: TrainSpec, cache_dir: Path) -> tuple[Intervention, bool]:
+    """The intervention for `spec`, from the search's cache or freshly trained and stored."""
+    path = cache_dir / train_key(spec, lm.spec, splits.train.fingerprint)
+    if path.with_suffix(".safetensors").is_file():
+        return load_intervention(path, lm), True
+    intervention = fit(lm, splits.train, spec)
+    save_intervention(intervention, path, lm)
+    return intervention, False
+
+
+def run_trial(config: dict, setup: SearchSetup) -> dict:
+    """Score one configuration; the metrics Tune and Optuna see (validation unprefixed)."""
+    _inject_fault(config)
+    lm, splits, encoded, cache, loaded = _worker(setup)
+    spec = train_spec(config, setup.seed)
+    started = time.perf_counter()
+    intervention, hit = obtain(lm, splits, spec, Path(setup.folder) / "cache")
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics = {}
+    for name in SCORED_SPLITS:
+        row = evaluate(lm, encoded[name], intervention, float(config["m"]), cache=cache).summary()
+        row = row.to_pylist()[0]
+        prefix = "" if name == "val" else "test_"
+        metrics[f"{prefix}pref_odds"] = row["pref_odds"]
+        metrics[f"{prefix}util_odds"] = row["util_odds"]
+        metrics[f"{prefix}util_drop"] = setup.baseline[f"{name}_util_odds"] - row["util_odds"]
+        metrics[f"{prefix}accuracy"] = row["accuracy"]
+    metrics.update(
+        train_s=train_s,
+        eval_s=time.perf_counter() - started,
+        cache_hit=int(hit),
+        trained=int(not hit and spec.objective.trains),
+        model_loaded=int(loaded),
+        train_key=train_key(spec, lm.spec, splits.train.fingerprint),
+    )
+    return metrics
+
+
+def _inject_fault(config: dict) -> None:
+    fault = os.environ.get(FAULT_ENV, "")
+    kind, _, form = fault.partition(":")
+    if fault and form == config.get("form"):
+        if kind == "exit":
+            os._exit(3)
+        raise SteerfrontError(f"injected fault in a {form} trial ({FAULT_ENV}={fault})")
