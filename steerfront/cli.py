@@ -151,14 +151,16 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         help="continue the search NAME whose driver stopped",
     )
     search.add_argument(
-        "--runs",
-        default=SEARCH["runs"],
-        help=f"folder for searches and the default MLflow store (default: {SEARCH['runs']})",
+        "--storage",
+        default=SEARCH["storage"],
+        help="folder for the search's results, Ray state and cache of trained interventions, "
+        f"and the default MLflow store; a shared path (NFS) on a cluster "
+        f"(default: {SEARCH['storage']})",
     )
     search.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db)",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
     )
     search.add_argument(
         "--address",
@@ -192,7 +194,9 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     front = commands.add_parser("front", help="print a search's Pareto front")
     front.add_argument("search", help="search name (or its folder)")
     front.add_argument(
-        "--runs", default=SEARCH["runs"], help=f"folder of searches (default: {SEARCH['runs']})"
+        "--storage",
+        default=SEARCH["storage"],
+        help=f"folder of searches (default: {SEARCH['storage']})",
     )
     front.add_argument("--json", action="store_true", help="print the front as JSON")
 
@@ -201,7 +205,9 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     )
     best.add_argument("search", help="search name (or its folder)")
     best.add_argument(
-        "--runs", default=SEARCH["runs"], help=f"folder of searches (default: {SEARCH['runs']})"
+        "--storage",
+        default=SEARCH["storage"],
+        help=f"folder of searches (default: {SEARCH['storage']})",
     )
     best.add_argument(
         "--rule",
@@ -221,12 +227,14 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
 
     ui = commands.add_parser("ui", help="browse searches in the MLflow UI (binds 127.0.0.1)")
     ui.add_argument(
-        "--runs", default=SEARCH["runs"], help=f"folder of searches (default: {SEARCH['runs']})"
+        "--storage",
+        default=SEARCH["storage"],
+        help=f"folder of searches (default: {SEARCH['storage']})",
     )
     ui.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db)",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
     )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
@@ -595,7 +603,7 @@ def _search(args: argparse.Namespace) -> None:
             concurrency=args.concurrency,
             cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial,
-            runs=args.runs,
+            storage=args.storage,
             tracking_uri=args.tracking_uri,
             address=args.address or os.environ.get("RAY_ADDRESS"),
             quiet=args.quiet,
@@ -628,10 +636,10 @@ def _resumed(args: argparse.Namespace):  # noqa: ANN202
     from steerfront.search.run import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 
-    state_file = Path(args.runs).resolve() / args.resume / STATE
+    state_file = Path(args.storage).resolve() / args.resume / STATE
     if not state_file.is_file():
         raise SteerfrontError(
-            f"no search named {args.resume!r} under {Path(args.runs).resolve()} to resume"
+            f"no search named {args.resume!r} under {Path(args.storage).resolve()} to resume"
         )
     state = json.loads(state_file.read_text())
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
@@ -698,7 +706,7 @@ def _cell(value: object) -> str:
 def _search_folder(args: argparse.Namespace) -> Path:
     folder = Path(args.search)
     if not folder.is_dir():
-        folder = Path(args.runs) / args.search
+        folder = Path(args.storage) / args.search
     if not (folder / "trials.parquet").is_file():
         raise SteerfrontError(f"search {args.search!r}: no trials.parquet in {folder}")
     return folder
@@ -742,7 +750,7 @@ def _best(args: argparse.Namespace) -> None:
 def _ui(args: argparse.Namespace) -> None:
     from steerfront.search.tracking import serve_ui, tracking_uri
 
-    serve_ui(tracking_uri(args.tracking_uri, args.runs), args.host, args.port)
+    serve_ui(tracking_uri(args.tracking_uri, args.storage), args.host, args.port)
 
 
 def _generate(args: argparse.Namespace) -> None:

@@ -40,5 +40,5 @@ SEARCH = {
     "val_fraction": 0.2,
     "test_fraction": 0.2,
     "max_util_drop": 1.0,
-    "runs": "runs",
+    "storage": "runs",
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,7 +48,7 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     val_fraction: float = SEARCH["val_fraction"]
     test_fraction: float = SEARCH["test_fraction"]
-    runs: str = SEARCH["runs"]
+    storage: str = SEARCH["storage"]
     tracking_uri: str | None = None
     address: str | None = None
     quiet: bool = False
@@ -55,15 +56,20 @@ class SearchSettings:
 
     @property
     def folder(self) -> Path:
-        return Path(self.runs).resolve() / self.name
+        return Path(self.storage).resolve() / self.name
 
     @property
     def tracking(self) -> str:
-        return tracking_uri(self.tracking_uri, self.runs)
+        return tracking_uri(self.tracking_uri, self.storage)
 
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
     """Run (or resume) a search to its trial budget; return its summary."""
+    if "://" in settings.storage:
+        raise SteerfrontError(
+            f"storage {settings.storage}: object-store URIs are not supported; mount the "
+            "bucket (s3fs, gcsfuse) or use a shared file system and pass its path"
+        )
     folder = settings.folder
     state_file = folder / STATE
     if resume and not state_file.is_file():
@@ -245,9 +251,33 @@ def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # Ray raises several types for a bad cluster
+            raise SteerfrontError(f"Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, log_to_driver=False, include_dashboard=False)
+        ray.init(
+            address="local",  # a cluster of its own, even when another runs on this machine
+            num_cpus=os.cpu_count() or 1,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast (seconds, not minutes of retries) when the cluster's address does not answer."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise SteerfrontError(f"Ray address {address!r}: expected HOST:PORT (or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise SteerfrontError(
+            f"Ray cluster at {address} is unreachable ({exc.strerror or exc})"
+        ) from None
 
 
 def _slots(settings: SearchSettings) -> int:
@@ -280,7 +310,8 @@ def _last_error_line(path: str | None) -> str:
     return lines[-1].strip() if lines else "the trial's worker died without an error message"
 
 
-RESULT_KEYS = (*METRICS, "trained", "model_loaded", "train_key")  # what a trial reports
+# What a trial reports: the metrics, then what it cost and where it ran.
+RESULT_KEYS = (*METRICS, "trained", "model_loaded", "train_key", "node", "trained_on")
 
 
 class Recorder(Callback):
@@ -367,11 +398,12 @@ class Recorder(Callback):
         return write_results(self.folder, self.records, self.baseline, self.tracker, self.settings)
 
 
+_TEXT = ("train_key", "node", "trained_on")
 SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string())]
     + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
     + [("factors", pa.string())]
-    + [(k, pa.string() if k == "train_key" else pa.float64()) for k in RESULT_KEYS]
+    + [(k, pa.string() if k in _TEXT else pa.float64()) for k in RESULT_KEYS]
     + [("error", pa.string())]
 )
 

@@ -31,12 +31,12 @@ METRICS = (
 )
 
 
-def tracking_uri(given: str | None, runs: str) -> str:
-    """The MLflow store: as given, else MLFLOW_TRACKING_URI, else SQLite in the runs folder."""
+def tracking_uri(given: str | None, storage: str) -> str:
+    """The MLflow store: as given, else MLFLOW_TRACKING_URI, else SQLite in the storage folder."""
     return (
         given
         or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(runs).resolve() / 'mlflow.db'}"
+        or f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
     )
 
 

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
+
 from steerfront.data import Splits, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_model
@@ -91,12 +93,16 @@ def train_key(spec: TrainSpec, model: str, dataset: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def obtain(lm: LM, splits: Splits, spec: TrainSpec, cache_dir: Path) -> tuple[Intervention, bool]:
-    """The intervention for `spec`, from the search's cache or freshly trained and stored."""
+def obtain(
+    lm: LM, splits: Splits, spec: TrainSpec, cache_dir: Path, node: str
+) -> tuple[Intervention, bool]:
+    """The intervention for `spec`, from the search's cache or freshly trained (on `node`)
+    and stored there for every worker of the search, on any node."""
     path = cache_dir / train_key(spec, lm.spec, splits.train.fingerprint)
     if path.with_suffix(".safetensors").is_file():
         return load_intervention(path, lm), True
     intervention = fit(lm, splits.train, spec)
+    intervention.meta["node"] = node
     save_intervention(intervention, path, lm)
     return intervention, False
 
@@ -106,8 +112,9 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     _inject_fault(config)
     lm, splits, encoded, cache, loaded = _worker(setup)
     spec = train_spec(config, setup.seed)
+    node = ray.get_runtime_context().get_node_id()
     started = time.perf_counter()
-    intervention, hit = obtain(lm, splits, spec, Path(setup.folder) / "cache")
+    intervention, hit = obtain(lm, splits, spec, Path(setup.folder) / "cache", node)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     metrics = {}
@@ -126,6 +133,8 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
         trained=int(not hit and spec.objective.trains),
         model_loaded=int(loaded),
         train_key=train_key(spec, lm.spec, splits.train.fingerprint),
+        node=node,
+        trained_on=intervention.meta.get("node", ""),
     )
     return metrics
 

@@ -67,7 +67,7 @@ def test_rayjob_kind(rayjob: dict) -> None:
 def test_rayjob_entrypoint(entrypoint: list[str]) -> None:
     assert entrypoint[:2] == ["steerfront", "search"]
     assert "--address" not in entrypoint  # KubeRay sets RAY_ADDRESS for the entrypoint
-    assert PurePosixPath(option(entrypoint, "--runs")).is_relative_to("/mnt/shared")
+    assert PurePosixPath(option(entrypoint, "--storage")).is_relative_to("/mnt/shared")
     assert option(entrypoint, "--tracking-uri").startswith("http")
     assert float(option(entrypoint, "--gpus-per-trial")) > 0
     assert "--json" in entrypoint
@@ -77,7 +77,7 @@ def test_rayjob_entrypoint_parses_with_the_cli(entrypoint: list[str]) -> None:
     from steerfront.cli import build_parser
 
     args = build_parser().parse_args(entrypoint[1:])
-    assert args.runs == option(entrypoint, "--runs")
+    assert args.storage == option(entrypoint, "--storage")
 
 
 def test_rayjob_head_has_no_cpus(rayjob: dict) -> None:
@@ -107,7 +107,7 @@ def test_rayjob_one_image(rayjob: dict) -> None:
 
 
 def test_rayjob_shared_volume_on_every_pod(rayjob: dict, entrypoint: list[str]) -> None:
-    runs_parent = str(PurePosixPath(option(entrypoint, "--runs")).parent)
+    runs_parent = str(PurePosixPath(option(entrypoint, "--storage")).parent)
     for group, spec in pod_specs(rayjob):
         claims = {
             v["name"]: v["persistentVolumeClaim"]["claimName"]
@@ -205,7 +205,7 @@ def test_rayup_documented_search_parses_and_fills_the_workers(rayup: dict) -> No
     line = next(x for x in text.splitlines() if "ray job submit" in x)
     argv = shlex.split(line.split(" -- ", 1)[1])
     args = build_parser().parse_args(argv[1:])
-    assert PurePosixPath(args.runs).is_relative_to("/mnt/shared")
+    assert PurePosixPath(args.storage).is_relative_to("/mnt/shared")
     assert args.tracking_uri.startswith("http://127.0.0.1")  # the head's own MLflow
     gpus = sum(
         v["max_workers"] * v["resources"].get("GPU", 0)

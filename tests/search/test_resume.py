@@ -13,7 +13,16 @@ from mlflow.tracking import MlflowClient
 
 def test_resume_after_the_driver_is_killed(tmp_path, tiny_model_dir):
     runs = tmp_path / "runs"
-    base = [sys.executable, "-m", "steerfront.cli", "search", "--runs", str(runs), "--json", "-q"]
+    base = [
+        sys.executable,
+        "-m",
+        "steerfront.cli",
+        "search",
+        "--storage",
+        str(runs),
+        "--json",
+        "-q",
+    ]
     flags = ["--model", str(tiny_model_dir), "--name", "r1", "--trials", "6", "--layers", "1,2"]
     flags += ["--forms", "vector", "--objectives", "split,sft", "--concurrency", "1"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}

@@ -12,7 +12,15 @@ from steerfront.cli import main
 
 
 def search(tmp_path, model_dir, *flags):
-    argv = ["search", "--model", str(model_dir), "--runs", str(tmp_path / "runs"), "--json", "-q"]
+    argv = [
+        "search",
+        "--model",
+        str(model_dir),
+        "--storage",
+        str(tmp_path / "runs"),
+        "--json",
+        "-q",
+    ]
     return main([*argv, *flags])
 
 
@@ -101,11 +109,11 @@ def test_mlflow_parent_children_and_artifacts(finished):
 def test_front_and_best_commands(finished, capsys):
     tmp_path, summary = finished
     runs = str(tmp_path / "runs")
-    assert main(["front", "s1", "--runs", runs, "--json"]) == 0
+    assert main(["front", "s1", "--storage", runs, "--json"]) == 0
     front = json.loads(capsys.readouterr().out)
     assert len(front) == len(summary["front"])
     out = tmp_path / "exported"
-    status = main(["best", "s1", "--runs", runs, "--rule", "knee", "--out", str(out), "--json"])
+    status = main(["best", "s1", "--storage", runs, "--rule", "knee", "--out", str(out), "--json"])
     assert status == 0
     picked = json.loads(capsys.readouterr().out)["best"]
     assert picked["trial_id"] in {t["trial_id"] for t in front}

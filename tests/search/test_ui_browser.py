@@ -54,7 +54,7 @@ def free_port() -> int:
 
 def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
     runs = tmp_path / "runs"
-    flags = ["--model", str(tiny_model_dir), "--runs", str(runs), "--name", "browsed"]
+    flags = ["--model", str(tiny_model_dir), "--storage", str(runs), "--name", "browsed"]
     flags += ["--trials", "2", "--layers", "1", "--forms", "vector", "--objectives", "diffmean"]
     assert main(["search", *flags, "--json", "-q"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -62,7 +62,7 @@ def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
 
     port = free_port()
     ui = subprocess.Popen(
-        [sys.executable, "-m", "steerfront.cli", "ui", "--runs", str(runs), "--port", str(port)],
+        [sys.executable, "-m", "steerfront.cli", "ui", "--storage", str(runs), "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,0 +1,118 @@
+"""The same search on a real multi-node Ray cluster (Ray's own local cluster utilities), with
+a shared storage folder and a real MLflow tracking server over HTTP."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from steerfront.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+    yield url
+    import os
+    import signal
+
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def two_nodes():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_search_spreads_over_nodes_shares_the_cache_and_tracks_to_a_server(
+    tmp_path, tiny_model_dir, two_nodes, mlflow_server, capsys
+):
+    storage = tmp_path / "shared"
+    space = tmp_path / "space.yaml"  # one train key: trials differ only in m
+    space.write_text("forms: [vector]\nobjectives: [split]\nlayers: [1]\ngamma: 5.0\n")
+    flags = ["--model", str(tiny_model_dir), "--storage", str(storage), "--name", "multi"]
+    flags += ["--trials", "8", "--space", str(space)]
+    flags += ["--address", two_nodes.address, "--concurrency", "2"]
+    flags += ["--tracking-uri", mlflow_server, "--json", "-q"]
+    assert main(["search", *flags]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    trials = pq.read_table(storage / "multi" / "trials.parquet").to_pylist()
+    assert len(trials) == 8 and all(t["status"] == "done" for t in trials)
+    assert len({t["node"] for t in trials}) == 2, "trials ran on one node only"
+    reused_across = [t for t in trials if t["cache_hit"] and t["trained_on"] != t["node"]]
+    assert reused_across, "no trial reused an intervention trained on the other node"
+    assert summary["model_loads"] == 2  # one per worker, kept across its trials
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "multi"
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert len(children) == 8
+    assert {c.data.tags["steerfront.trial_id"] for c in children} == {t["trial_id"] for t in trials}
+    assert "pareto.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_unreachable_address_fails_fast_in_one_line(tmp_path, tiny_model_dir, capsys):
+    started = time.monotonic()
+    status = main(
+        ["search", "--model", str(tiny_model_dir), "--storage", str(tmp_path), "-q",
+         "--address", "127.0.0.1:9"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and time.monotonic() - started < 60
+    assert "Ray cluster at 127.0.0.1:9 is unreachable" in err and err.count("\n") == 1
