@@ -699,7 +699,7 @@ def _cell(value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return str(int(value)) if value.is_integer() else f"{value:.3f}"
     return str(value)
 
 
@@ -713,11 +713,9 @@ def _search_folder(args: argparse.Namespace) -> Path:
 
 
 def _finished(folder: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+    from steerfront.search.best import read_trials
 
-    return [
-        r for r in pq.read_table(folder / "trials.parquet").to_pylist() if r["status"] == "done"
-    ]
+    return [r for r in read_trials(folder) if r["status"] == "done"]
 
 
 def _front(args: argparse.Namespace) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from steerfront.errors import SteerfrontError
@@ -14,6 +16,15 @@ from steerfront.methods.io import export_peft, load_intervention, save_intervent
 from steerfront.search.pareto import front_order, knee, pareto_mask
 
 RULES = ("max-pref", "knee")
+
+
+def read_trials(folder: Path) -> list[dict]:
+    """The kept trials of a search. Read in one go: the driver replaces the file while
+    workers read it, and a reader that reopened it midway would see two versions."""
+    path = folder / "trials.parquet"
+    if not path.is_file():
+        return []
+    return pq.read_table(pa.BufferReader(path.read_bytes())).to_pylist()
 
 
 def front(done: list[dict]) -> list[dict]:

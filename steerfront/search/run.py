@@ -24,6 +24,7 @@ from steerfront.defaults import SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.lm import load_model
 from steerfront.scoring.evaluate import evaluate
+from steerfront.search.best import read_trials
 from steerfront.search.pareto import hypervolume
 from steerfront.search.space import Sampler, SearchSpace
 from steerfront.search.tracking import METRICS, PARAMS, Tracker, tracking_uri
@@ -236,10 +237,7 @@ def _tune(
 
 
 def _kept_result(folder: Path, trial_id: str) -> dict | None:
-    path = folder / "trials.parquet"
-    if not path.is_file():
-        return None
-    for record in pq.read_table(path).to_pylist():
+    for record in read_trials(folder):
         if record["trial_id"] == trial_id and record["status"] == "done":
             return {k: record[k] for k in RESULT_KEYS}
     return None
@@ -324,8 +322,7 @@ class Recorder(Callback):
             baseline,
             settings,
         )
-        path = folder / "trials.parquet"
-        self.records = pq.read_table(path).to_pylist() if path.is_file() else []
+        self.records = read_trials(folder)
         self.started = time.monotonic()
         self.mlflow_ok = True
         self._sync_mlflow()
