@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = commands.add_parser("datasets", help="list, show and validate concept sets")
     datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
-    datasets_commands.add_parser("list", help="built-in concept sets and their sizes")
+    listing = datasets_commands.add_parser("list", help="built-in concept sets and their sizes")
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
     show = datasets_commands.add_parser("show", help="print a few pairs of a concept set")
     show.add_argument("name", help="built-in concept name or path to a concept file")
     show.add_argument("-n", type=int, default=3, help="how many pairs to print (default: 3)")
@@ -148,7 +149,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--resume",
         metavar="NAME",
         default=None,
-        help="continue the search NAME whose driver stopped",
+        help="continue the search NAME whose driver stopped (default: start a new search)",
     )
     search.add_argument(
         "--storage",
@@ -172,6 +173,12 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="trials at once (default: as many as the resources allow)",
+    )
+    search.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="times a trial whose worker died is run again before it counts as failed (default: 1)",
     )
     search.add_argument(
         "--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)"
@@ -406,11 +413,17 @@ def _datasets(args: argparse.Namespace) -> None:
     from steerfront.data import builtin_names, load_concept
 
     if args.datasets_command == "list":
-        print(f"{'name':<16} {'pairs':>5}  shape")
+        rows = []
         for name in builtin_names():
             pairs = load_concept(name)
             shape = "short answer" if pairs.is_short_answer else "free text"
-            print(f"{name:<16} {len(pairs):>5}  {shape}")
+            rows.append({"name": name, "pairs": len(pairs), "shape": shape})
+        if args.json:
+            print(json.dumps(rows))
+            return
+        print(f"{'name':<16} {'pairs':>5}  shape")
+        for row in rows:
+            print(f"{row['name']:<16} {row['pairs']:>5}  {row['shape']}")
     elif args.datasets_command == "show":
         pairs = load_concept(args.name, args.format)
         for pair in pairs.pairs[: max(args.n, 0)]:
@@ -602,6 +615,7 @@ def _search(args: argparse.Namespace) -> None:
             seed=args.seed,
             concurrency=args.concurrency,
             cpus_per_trial=args.cpus_per_trial,
+            retries=args.retries,
             gpus_per_trial=args.gpus_per_trial,
             storage=args.storage,
             tracking_uri=args.tracking_uri,

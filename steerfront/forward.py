@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from tqdm.auto import tqdm
 
 from steerfront.data import EncodedPair
 from steerfront.lm import LM
@@ -156,10 +157,13 @@ def _pack_rows(rows: list[EncodedPair], pairs: list[int], drop: int, pad_id: int
     )
 
 
-def frozen_prefix(lm: LM, batches: list[PackedBatch], layer: int) -> list[torch.Tensor]:
+def frozen_prefix(
+    lm: LM, batches: list[PackedBatch], layer: int, progress: bool = False
+) -> list[torch.Tensor]:
     """The stream entering `layer` for every batch, computed once (no gradient)."""
+    bar = tqdm(batches, desc=f"caching activations at layer {layer}", disable=not progress)
     with torch.no_grad():
-        return [lm.prefix(b.input_ids, layer, b.mask(lm.dtype), b.position_ids) for b in batches]
+        return [lm.prefix(b.input_ids, layer, b.mask(lm.dtype), b.position_ids) for b in bar]
 
 
 def completion_logprobs(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from steerfront.data import EncodedPair
 from steerfront.errors import SteerfrontError
@@ -35,12 +36,12 @@ class PrefixCache:
         self._entries: dict[tuple, tuple[list[PackedBatch], list[torch.Tensor]]] = {}
 
     def get(
-        self, lm: LM, encoded: list[EncodedPair], layer: int
+        self, lm: LM, encoded: list[EncodedPair], layer: int, progress: bool = False
     ) -> tuple[list[PackedBatch], list[torch.Tensor]]:
         key = (id(lm.model), tuple(hash(e) for e in encoded), layer)
         if key not in self._entries:
             batches = [b.to(lm.device) for b in pack(encoded)]
-            self._entries[key] = batches, frozen_prefix(lm, batches, layer)
+            self._entries[key] = batches, frozen_prefix(lm, batches, layer, progress)
         return self._entries[key]
 
     def __len__(self) -> int:
@@ -66,6 +67,7 @@ def evaluate(
     m: float | Sequence[float] = 1.0,
     per_token: bool = False,
     cache: PrefixCache | None = None,
+    progress: bool = False,
 ) -> LogOdds:
     """`L_p`, `L_n` of every pair at every `m` (rows ordered by pair, then m).
 
@@ -78,12 +80,15 @@ def evaluate(
     if intervention is not None:
         check_fits(intervention, lm)
     layer = intervention.layer if intervention is not None else 0
-    batches, hidden = (cache if cache is not None else PrefixCache()).get(lm, encoded, layer)
+    cache = cache if cache is not None else PrefixCache()
+    batches, hidden = cache.get(lm, encoded, layer, progress)
     # Unsteered, every m gives the same scores: score once, then repeat.
     k = len(grid) if intervention is not None else 1
     l_p, l_n = np.zeros((len(encoded), k)), np.zeros((len(encoded), k))
     m_rows = torch.tensor(grid[:k], dtype=torch.float32, device=lm.device)
+    bar = tqdm(total=len(encoded), desc=f"scoring {len(grid)} values of m", disable=not progress)
     for batch, h in zip(batches, hidden, strict=True):
+        bar.update(len(batch))
         step = max(1, TOKENS_PER_BATCH // (k * batch.input_ids.shape[1]))
         for start in range(0, len(batch), step):
             rows = batch.select(slice(start, start + step))
@@ -97,6 +102,7 @@ def evaluate(
             pairs = rows.pairs.cpu().numpy()
             l_p[pairs] = lp.view(-1, k).cpu().double().numpy()
             l_n[pairs] = ln.view(-1, k).cpu().double().numpy()
+    bar.close()
     repeat = len(grid) // k
     return LogOdds(
         pair=np.repeat(np.arange(len(encoded)), len(grid)),

@@ -47,7 +47,7 @@ def run_sweep(
     tables, summaries = [], {}
     for name, pairs in (("train", splits.train), ("test", splits.test)):
         encoded = encode_pairs(lm.tokenizer, pairs)
-        scores = evaluate(lm, encoded, intervention, grid_array, cache=cache)
+        scores = evaluate(lm, encoded, intervention, grid_array, cache=cache, progress=progress)
         tables.append(scores.table().append_column("split", pa.array([name] * len(scores.m))))
         summaries[name] = scores.summary().to_pylist()
     test_encoded = encode_pairs(lm.tokenizer, splits.test)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -52,8 +53,16 @@ class SearchSettings:
     storage: str = SEARCH["storage"]
     tracking_uri: str | None = None
     address: str | None = None
+    retries: int = 1  # a trial whose worker dies is run again this many times, then failed
     quiet: bool = False
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) or ".." in self.name:
+            raise SteerfrontError(
+                f"search name {self.name!r}: use letters, digits, '.', '_' and '-' only "
+                "(a name is a folder inside --storage)"
+            )
 
     @property
     def folder(self) -> Path:
@@ -117,8 +126,22 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             },
         )
     recorder = Recorder(folder, tracker, setup.baseline, settings)
-    _tune(space, settings, setup, layers, recorder, resume)
-    return recorder.finish()
+    interrupted = False
+    try:
+        _tune(space, settings, setup, layers, recorder, resume)
+    except KeyboardInterrupt:
+        interrupted = True
+    summary = recorder.finish()
+    if interrupted or summary["trials"] < settings.trials:
+        print(
+            f"steerfront: search {settings.name} stopped after {summary['trials']} of "
+            f"{settings.trials} trials (all kept); continue it with: steerfront search "
+            f"--resume {settings.name} --storage {settings.storage}",
+            file=sys.stderr,
+        )
+    if interrupted:
+        raise KeyboardInterrupt
+    return summary
 
 
 def _prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, list[int]]:
@@ -193,7 +216,13 @@ def _tune(
     def trainable(config: dict, setup: SearchSetup) -> None:
         # A trial kept before the driver died (but after Tune's last save) is not run again.
         kept = _kept_result(Path(setup.folder), tune.get_context().get_trial_id())
-        tune.report(kept if kept is not None else run_trial(config, setup))
+        if kept is not None:
+            tune.report(kept)
+            return
+        try:
+            tune.report(run_trial(config, setup))
+        except Exception as exc:  # recorded as failed; only a dead worker is retried
+            tune.report({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
 
     trainable = tune.with_resources(tune.with_parameters(trainable, setup=setup), resources)
     folder = settings.folder
@@ -224,7 +253,7 @@ def _tune(
                 storage_path=str(folder.parent),
                 callbacks=[recorder],
                 verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=tune.FailureConfig(max_failures=settings.retries),
             ),
         )
     if resume:
@@ -288,14 +317,16 @@ def _slots(settings: SearchSettings) -> int:
 
 
 def _record(trial: object, status: str) -> dict:
-    config = trial.config
+    config, result = trial.config, trial.last_result or {}
+    if "error" in result:
+        status = "failed"
     record = {"trial_id": trial.trial_id, "status": status}
     record.update({k: config.get(k) for k in PARAMS})
     record["factors"] = json.dumps(config.get("factors"))
     if status == "done":
-        record.update({k: v for k, v in (trial.last_result or {}).items() if k in RESULT_KEYS})
+        record.update({k: v for k, v in result.items() if k in RESULT_KEYS})
     else:
-        record["error"] = _last_error_line(trial.error_file)
+        record["error"] = result.get("error") or _last_error_line(trial.error_file)
     return record
 
 
