@@ -623,12 +623,6 @@ def _search(args: argparse.Namespace) -> None:
             quiet=args.quiet,
             extra={"max_util_drop": args.max_util_drop},
         )
-    if not args.quiet:
-        print(
-            f"search {settings.name}: {settings.model}, concept {settings.concept}, "
-            f"{settings.trials} trials, results in {settings.folder}",
-            file=sys.stderr,
-        )
     summary = run_search(space, settings, resume=bool(args.resume))
     if args.json:
         print(json.dumps(summary, default=str))

@@ -50,6 +50,15 @@ def test_the_tour_runs(tmp_path, tiny_model_dir, monkeypatch, capsys):
         assert status == 0, f"{line}\n{err[-1500:]}"
 
 
+def test_reference_commands_parse():
+    """Commands shown for other machines (a cluster) use only flags the CLI has."""
+    text = README.replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.startswith("    steerfront ")]
+    assert lines
+    for line in lines:
+        build_parser().parse_args(shlex.split(line)[1:])
+
+
 def check_ui(argv: list[str]) -> None:
     """`steerfront ui` serves, prints its URL, and stops on Ctrl-C."""
     port = "5077"

@@ -7,6 +7,7 @@ the validation pairs. Test pairs are scored for every trial but never used for s
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -80,6 +81,8 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             f"storage {settings.storage}: object-store URIs are not supported; mount the "
             "bucket (s3fs, gcsfuse) or use a shared file system and pass its path"
         )
+    if settings.address:
+        _check_reachable(settings.address)
     folder = settings.folder
     state_file = folder / STATE
     if resume and not state_file.is_file():
@@ -89,13 +92,19 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             f"a search named {settings.name!r} exists in {folder}; resume it with --resume "
             f"{settings.name} or choose another --name"
         )
-    _check_writable(folder.parent)
     if resume:
         state = json.loads(state_file.read_text())
         setup = SearchSetup(**state["setup"])
         layers = state["layers"]
     else:
-        setup, layers = _prepare(space, settings)
+        setup, layers = _prepare(space, settings)  # bad input fails here, with nothing written
+    _check_writable(folder.parent)
+    if not settings.quiet:
+        print(
+            f"search {settings.name}: {settings.model}, concept {settings.concept}, "
+            f"{settings.trials} trials, results in {folder}",
+            file=sys.stderr,
+        )
     tracker = Tracker(
         settings.tracking,
         settings.name,
@@ -222,7 +231,8 @@ def _tune(
         try:
             tune.report(run_trial(config, setup))
         except Exception as exc:  # recorded as failed; only a dead worker is retried
-            tune.report({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            tune.report({"pref_odds": math.nan, "util_odds": math.nan, "error": error})
 
     trainable = tune.with_resources(tune.with_parameters(trainable, setup=setup), resources)
     folder = settings.folder
@@ -278,7 +288,6 @@ def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # Ray raises several types for a bad cluster
