@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from steerfront.defaults import (
     DEFAULT_CONCEPT,
@@ -23,6 +24,10 @@ from steerfront.defaults import (
     TRAIN,
 )
 from steerfront.errors import SteerfrontError
+
+if TYPE_CHECKING:
+    from steerfront.search.run import SearchSettings
+    from steerfront.search.space import SearchSpace
 
 
 class _Parser(argparse.ArgumentParser):
@@ -640,7 +645,7 @@ def _search(args: argparse.Namespace) -> None:
     )
 
 
-def _resumed(args: argparse.Namespace):  # noqa: ANN202
+def _resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     from steerfront.search.run import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,10 +20,20 @@ from steerfront.lm import load_model  # noqa: E402
 from steerfront.search.best import export, front, pick  # noqa: E402
 from steerfront.search.pareto import hypervolume  # noqa: E402
 
+if TYPE_CHECKING:
+    from steerfront.search.run import SearchSettings
+    from steerfront.search.tracking import Tracker
+
 _COLOURS = {"vector": "tab:blue", "lora": "tab:green", "local_weight": "tab:red"}
 
 
-def write_results(folder: Path, records: list, baseline: dict, tracker, settings) -> dict:  # noqa: ANN001
+def write_results(
+    folder: Path,
+    records: list[dict],
+    baseline: dict,
+    tracker: Tracker,
+    settings: SearchSettings,
+) -> dict:
     """Front, figures, best configuration and artifacts; the summary a search prints."""
     done = [r for r in records if r["status"] == "done"]
     front_rows = front(done)

@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -355,7 +356,9 @@ RESULT_KEYS = (*METRICS, "trained", "model_loaded", "train_key", "node", "traine
 class Recorder(Callback):
     """Keeps every finished or failed trial: Parquet first, then MLflow, then progress."""
 
-    def __init__(self, folder: Path, tracker: Tracker, baseline: dict, settings: SearchSettings):
+    def __init__(
+        self, folder: Path, tracker: Tracker, baseline: dict, settings: SearchSettings
+    ) -> None:
         self.folder, self.tracker, self.baseline, self.settings = (
             folder,
             tracker,
@@ -416,7 +419,7 @@ class Recorder(Callback):
 
         self._safely(sync)
 
-    def _safely(self, action) -> None:  # noqa: ANN001 - a callable
+    def _safely(self, action: Callable[[], None]) -> None:
         try:
             action()
             self.mlflow_ok = True

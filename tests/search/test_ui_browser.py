@@ -98,5 +98,7 @@ def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
     finally:
         ui.send_signal(signal.SIGINT)
         assert ui.wait(timeout=30) in (0, 130)
-    with socket.socket() as s:  # the port is free again: the server stopped with the command
+    # The port is free again (no one listens; TIME_WAIT is fine): the server stopped with us.
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
