@@ -386,10 +386,11 @@ class Recorder(Callback):
             return
         self.records.append(record)
         _write_table(self.folder / "trials.parquet", self.records)
-        self._sync_mlflow()
         done = [r for r in self.records if r["status"] == "done"]
         volume = self.hypervolume(done)
-        self._safely(lambda: self.tracker.log_metric("hypervolume", volume, step=len(done)))
+        if self.mlflow_ok:  # once MLflow is down, catch up at the end (or on --resume)
+            self._sync_mlflow()
+            self._safely(lambda: self.tracker.log_metric("hypervolume", volume, step=len(done)))
         if not self.settings.quiet:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
             failed = len(self.records) - len(done)
@@ -435,6 +436,7 @@ class Recorder(Callback):
     def finish(self) -> dict:
         from steerfront.search.report import write_results
 
+        self._sync_mlflow()
         return write_results(self.folder, self.records, self.baseline, self.tracker, self.settings)
 
 
