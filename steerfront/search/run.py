@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -34,6 +35,7 @@ from steerfront.search.tracking import METRICS, PARAMS, Tracker, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
 
 STATE = "search.json"
+MIN_FREE_BYTES = 256 * 2**20  # checked before any trial starts
 
 
 @dataclass
@@ -192,8 +194,14 @@ def _check_writable(folder: Path) -> None:
         probe = folder / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"x" * 1024)
         probe.unlink()
+        free = shutil.disk_usage(folder).free
     except OSError as exc:
         raise SteerfrontError(f"storage folder {folder} is not writable ({exc.strerror})") from None
+    if free < MIN_FREE_BYTES:
+        raise SteerfrontError(
+            f"storage folder {folder} has {free // 2**20} MiB free; a search needs at least "
+            f"{MIN_FREE_BYTES // 2**20} MiB (trained interventions, results, Ray state)"
+        )
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -7,9 +7,13 @@ adds no duplicate child runs.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from steerfront.errors import SteerfrontError
@@ -48,6 +52,17 @@ def _local_artifacts(tracking_uri: str, root: Path | None) -> str | None:
     return Path(root).resolve().as_uri()
 
 
+def _in_turn(method: Callable) -> Callable:
+    """Run a Tracker method while holding the store's turn."""
+
+    @functools.wraps(method)
+    def wrapper(self: Tracker, *args: object, **kwargs: object) -> object:
+        with self._turn():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Tracker:
     """A search's parent run and its children in one MLflow tracking store."""
 
@@ -64,25 +79,50 @@ class Tracker:
         # A server that went away should cost seconds per attempt, not minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.uri = tracking_uri
+        # Searches sharing one SQLite store take turns (its schema set-up and writes race).
+        self._lock_path = (
+            Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
+            if tracking_uri.startswith("sqlite:///")
+            else None
+        )
         try:
-            experiment = self.client.get_experiment_by_name(EXPERIMENT)
-            self.experiment_id = (
-                experiment.experiment_id
-                if experiment
-                else self.client.create_experiment(
-                    EXPERIMENT, artifact_location=_local_artifacts(tracking_uri, artifact_root)
-                )
-            )
-            if parent_run_id is None:
-                parent_run_id = self.client.create_run(
-                    self.experiment_id, run_name=name, tags={"steerfront.search": name}
-                ).info.run_id
+            with self._turn():  # the client sets up (migrates) a new store: one at a time
+                self.client = MlflowClient(tracking_uri=tracking_uri)
+                self._open(name, parent_run_id, artifact_root)
         except Exception as exc:  # any store or server failure
-            raise SteerfrontError(f"MLflow tracking store {tracking_uri}: {exc}") from None
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SteerfrontError(f"MLflow tracking store {tracking_uri}: {message}") from None
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Hold the store's lock file (SQLite only) for one piece of work."""
+        if self._lock_path is None:
+            yield
+            return
+        with self._lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open(self, name: str, parent_run_id: str | None, artifact_root: Path | None) -> None:
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        self.experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(
+                EXPERIMENT, artifact_location=_local_artifacts(self.uri, artifact_root)
+            )
+        )
+        if parent_run_id is None:
+            parent_run_id = self.client.create_run(
+                self.experiment_id, run_name=name, tags={"steerfront.search": name}
+            ).info.run_id
         self.parent_run_id = parent_run_id
 
+    @_in_turn
     def logged_trials(self) -> set[str]:
         """Trial ids already logged as children of this search's parent run."""
         runs = self.client.search_runs(
@@ -92,10 +132,12 @@ class Tracker:
         )
         return {run.data.tags.get("steerfront.trial_id") for run in runs}
 
+    @_in_turn
     def log_params(self, params: dict) -> None:
         for key, value in params.items():
             self.client.log_param(self.parent_run_id, key, value)
 
+    @_in_turn
     def log_trial(self, record: dict) -> None:
         """One child run: params and metrics, or status FAILED with the reason."""
         tags = {
@@ -116,12 +158,15 @@ class Tracker:
                 self.client.log_metric(run, key, float(value))
         self.client.set_terminated(run, "FAILED" if record["status"] == "failed" else "FINISHED")
 
+    @_in_turn
     def log_metric(self, key: str, value: float, step: int) -> None:
         self.client.log_metric(self.parent_run_id, key, value, step=step)
 
+    @_in_turn
     def log_artifacts(self, folder: Path) -> None:
         self.client.log_artifacts(self.parent_run_id, str(folder))
 
+    @_in_turn
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status)
 

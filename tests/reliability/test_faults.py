@@ -60,3 +60,13 @@ def test_names_cannot_escape_the_storage_folder(tmp_path, tiny_model_dir, capsys
     err = capsys.readouterr().err
     assert status == 2 and "search name" in err and err.count("\n") == 1
     assert not (tmp_path / "escape").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_full_disk_is_refused_before_any_trial(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 2**20))
+    status = search(tmp_path, tiny_model_dir, "--name", "full")
+    err = capsys.readouterr().err
+    assert status == 2 and "has 1 MiB free" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs" / "full").exists()

@@ -131,3 +131,35 @@ def test_ctrl_c_keeps_what_it_has_and_says_how_to_resume(tmp_path, tiny_model_di
     assert 2 <= kept < 30
     assert "continue it with: steerfront search --resume stopped" in err
     assert (tmp_path / "runs" / "stopped" / "front.parquet").is_file()
+
+
+def test_two_searches_share_one_store_at_once(tmp_path, tiny_model_dir):
+    runs = []
+    for name in ("left", "right"):
+        flags = ["--name", name, "--trials", "4", "--concurrency", "1", "--objectives", "sft"]
+        runs.append(
+            subprocess.Popen(
+                [*command(tmp_path, tiny_model_dir, *flags), "--json", "-q"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    summaries = []
+    for process in runs:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    for name, summary in zip(("left", "right"), summaries, strict=True):
+        trials = pq.read_table(tmp_path / "runs" / name / "trials.parquet").to_pylist()
+        parent = client.get_run(summary["mlflow_parent_run_id"])
+        assert parent.info.run_name == name and parent.info.status == "FINISHED"
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        )
+        assert {c.data.tags["steerfront.trial_id"] for c in children} == {
+            t["trial_id"] for t in trials
+        }
+        assert len(trials) == 4
