@@ -198,10 +198,10 @@ def load_model(
         with _quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
         raise SteerfrontError(
             f"model {spec!r}: not a built-in name, a local model folder, or a hub id available "
-            f"offline ({str(exc).splitlines()[0]})"
+            f"offline ({str(exc).strip().splitlines()[0]})"
         ) from None
     model.to(device).eval()
     model.requires_grad_(False)
