@@ -86,3 +86,58 @@ def tiny_lm(request, tmp_path_factory):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama-style model folder, for CLI tests."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path, port: int):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store in `folder`, once it answers."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "server-artifacts"),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except OSError:
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(server) -> None:
+    """Stop the server and its workers (its own process group)."""
+    import signal
+
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)

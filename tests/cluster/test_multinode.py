@@ -2,64 +2,22 @@
 a shared storage folder and a real MLflow tracking server over HTTP."""
 
 import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import free_port, start_mlflow_server, stop_mlflow_server
 from mlflow.tracking import MlflowClient
 
 from steerfront.cli import main
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-    yield url
-    import os
-    import signal
-
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    server = start_mlflow_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow_server(server)
 
 
 @pytest.fixture

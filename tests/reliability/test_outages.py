@@ -1,59 +1,14 @@
 """The MLflow server going away mid-search, and Ctrl-C: nothing is lost."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pyarrow.parquet as pq
+from conftest import free_port, start_mlflow_server, stop_mlflow_server
 from mlflow.tracking import MlflowClient
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tmp_path, port):
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return server
-        except OSError:
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-
-
-def stop_server(server):
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait(timeout=30)
 
 
 def wait_for_rows(table, rows, process, limit=240):
@@ -73,7 +28,7 @@ def command(tmp_path, model_dir, *flags):
 def test_mlflow_outage_keeps_every_result_and_resume_logs_the_rest(tmp_path, tiny_model_dir):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     flags = ["--name", "outage", "--trials", "6", "--concurrency", "1", "--tracking-uri", uri]
     search = subprocess.Popen(
         command(tmp_path, tiny_model_dir, *flags, "--objectives", "sft"),
@@ -85,13 +40,13 @@ def test_mlflow_outage_keeps_every_result_and_resume_logs_the_rest(tmp_path, tin
     try:
         wait_for_rows(table, 2, search)
     finally:
-        stop_server(server)
+        stop_mlflow_server(server)
     out, err = search.communicate(timeout=600)
     assert search.returncode == 0, err[-2000:]
     assert err.count("MLflow unavailable") == 1
     assert pq.read_table(table).num_rows == 6  # every result kept in the search's own storage
 
-    server = start_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     try:
         resumed = subprocess.run(
             [*command(tmp_path, tiny_model_dir), "--resume", "outage", "--json", "-q"],
@@ -111,7 +66,7 @@ def test_mlflow_outage_keeps_every_result_and_resume_logs_the_rest(tmp_path, tin
         assert len(children) == 6 and {c.data.tags["steerfront.trial_id"] for c in children} == ids
         assert parent.info.status == "FINISHED"
     finally:
-        stop_server(server)
+        stop_mlflow_server(server)
 
 
 def test_ctrl_c_keeps_what_it_has_and_says_how_to_resume(tmp_path, tiny_model_dir):

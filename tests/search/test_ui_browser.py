@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from steerfront.cli import main
 
@@ -44,12 +45,6 @@ def browse(url: str, profile: Path, screenshot: Path | None = None) -> str:
         timeout=120,
     )
     return re.sub(r"<[^>]+>", "", result.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
