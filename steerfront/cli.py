@@ -195,6 +195,14 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         help="GPUs per trial, fractions allowed (default: 0)",
     )
     search.add_argument(
+        "--dense-m",
+        type=int,
+        default=SEARCH["dense_m"],
+        metavar="K",
+        help="each trial also scores K values of m around its own, in the same pass, for the "
+        f"extended front; 0 turns this off (default: {SEARCH['dense_m']})",
+    )
+    search.add_argument(
         "--max-util-drop",
         type=float,
         default=SEARCH["max_util_drop"],
@@ -209,6 +217,12 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--storage",
         default=SEARCH["storage"],
         help=f"folder of searches (default: {SEARCH['storage']})",
+    )
+    front.add_argument(
+        "--plain",
+        action="store_true",
+        help="the plain front (trials' own results) instead of the extended front "
+        "(default: extended)",
     )
     front.add_argument("--json", action="store_true", help="print the front as JSON")
 
@@ -233,6 +247,12 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=SEARCH["max_util_drop"],
         help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
+    )
+    best.add_argument(
+        "--plain",
+        action="store_true",
+        help="pick from the plain front (trials' own results) instead of the extended front "
+        "(default: extended)",
     )
     best.add_argument("--out", default=None, help="export folder (default: SEARCH/best)")
     best.add_argument("--json", action="store_true", help="print the pick as JSON")
@@ -622,6 +642,7 @@ def _search(args: argparse.Namespace) -> None:
             cpus_per_trial=args.cpus_per_trial,
             retries=args.retries,
             gpus_per_trial=args.gpus_per_trial,
+            dense_m=args.dense_m,
             storage=args.storage,
             tracking_uri=args.tracking_uri,
             address=args.address or os.environ.get("RAY_ADDRESS"),
@@ -632,11 +653,13 @@ def _search(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(summary, default=str))
         return
-    _print_front(summary["front"])
+    _print_front(summary["extended_front"])
+    extended = summary["hypervolume_extended"]
     print(
         f"{summary['trials']} trials ({summary['failed']} failed): "
         f"{summary['model_loads']} model loads, {summary['trainings']} trainings, "
         f"{summary['cache_hits']} cache hits; hypervolume {summary['hypervolume']:.3f}"
+        + (f" (extended front {extended:.3f})" if extended != summary["hypervolume"] else "")
     )
     if summary["best"]:
         print(f"best: {_describe(summary['best'])} -> {summary['folder']}/best/")
@@ -677,7 +700,10 @@ def _describe(record: dict) -> str:
 
 
 def _print_front(rows: list[dict]) -> None:
+    """One line per front point; `dense` marks points of the extended front that are not a
+    trial's own result."""
     heads = (
+        "point",
         "form",
         "objective",
         "layer",
@@ -693,6 +719,7 @@ def _print_front(rows: list[dict]) -> None:
     print("  ".join(f"{h:>12}" for h in heads))
     for r in rows:
         cells = [
+            "dense" if r.get("dense") else "trial",
             r["form"],
             r["objective"],
             int(r["layer"]),
@@ -725,16 +752,10 @@ def _search_folder(args: argparse.Namespace) -> Path:
     return folder
 
 
-def _finished(folder: Path) -> list[dict]:
-    from steerfront.search.best import read_trials
-
-    return [r for r in read_trials(folder) if r["status"] == "done"]
-
-
 def _front(args: argparse.Namespace) -> None:
-    from steerfront.search.best import front
+    from steerfront.search.best import read_front
 
-    rows = front(_finished(_search_folder(args)))
+    rows = read_front(_search_folder(args), extended=not args.plain)
     if args.json:
         print(json.dumps(rows))
         return
@@ -743,18 +764,19 @@ def _front(args: argparse.Namespace) -> None:
 
 def _best(args: argparse.Namespace) -> None:
     from steerfront.lm import load_model
-    from steerfront.search.best import export, pick
+    from steerfront.search.best import export, pick, read_front
     from steerfront.search.run import STATE
 
     folder = _search_folder(args)
-    record = pick(_finished(folder), args.rule, args.max_util_drop)
+    record = pick(read_front(folder, extended=not args.plain), args.rule, args.max_util_drop)
     state = json.loads((folder / STATE).read_text())
     lm = load_model(state["settings"]["model"])
     out = export(record, Path(args.out) if args.out else folder / "best", folder / "cache", lm)
     if args.json:
         print(json.dumps({"best": record, "exported": str(out)}))
         return
-    print(f"best ({args.rule}): {_describe(record)}")
+    kind = "plain" if args.plain else "extended"
+    print(f"best ({args.rule}, {kind} front): {_describe(record)}")
     print(f"exported to {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
 
 

@@ -40,5 +40,6 @@ SEARCH = {
     "val_fraction": 0.2,
     "test_fraction": 0.2,
     "max_util_drop": 1.0,
+    "dense_m": 9,
     "storage": "runs",
 }

@@ -17,8 +17,15 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from steerfront.errors import SteerfrontError  # noqa: E402
 from steerfront.lm import load_model  # noqa: E402
-from steerfront.search.best import export, front, pick  # noqa: E402
+from steerfront.search.best import (  # noqa: E402
+    export,
+    front,
+    pick,
+    points,
+    volume_reference,
+)
 from steerfront.search.pareto import hypervolume  # noqa: E402
+from steerfront.search.trial import SearchSetup, score_test  # noqa: E402
 
 if TYPE_CHECKING:
     from steerfront.search.run import SearchSettings
@@ -30,21 +37,26 @@ _COLOURS = {"vector": "tab:blue", "lora": "tab:green", "local_weight": "tab:red"
 def write_results(
     folder: Path,
     records: list[dict],
-    baseline: dict,
+    setup: SearchSetup,
     tracker: Tracker,
     settings: SearchSettings,
 ) -> dict:
-    """Front, figures, best configuration and artifacts; the summary a search prints."""
+    """Fronts, figures, best configuration and artifacts; the summary a search prints."""
     done = [r for r in records if r["status"] == "done"]
-    front_rows = front(done)
-    pq.write_table(pa.Table.from_pylist(front_rows or [{}]), folder / "front.parquet")
-    volumes = _volume_history(done, baseline)
-    plot_front(done, front_rows, baseline, folder / "pareto.png")
-    plot_hypervolume(volumes, folder / "hypervolume.png")
+    plain = front(points(done, extended=False))
+    extended = front(points(done, extended=True))
+    lm = load_model(settings.model) if done else None
+    if any(r["dense"] for r in extended):
+        score_test(extended, setup, lm)
+    _write_front(folder / "front.parquet", plain, extended)
+    reference = volume_reference(done, setup.baseline)
+    volumes = _volume_history(done, reference, extended=False)
+    volumes_extended = _volume_history(done, reference, extended=True)
+    plot_front(done, plain, extended, setup.baseline, folder / "pareto.png")
+    plot_hypervolume(volumes, volumes_extended, folder / "hypervolume.png")
     best = None
     try:
-        best = pick(done, max_util_drop=settings.extra.get("max_util_drop", 1.0))
-        lm = load_model(settings.model)
+        best = pick(extended, max_util_drop=settings.extra.get("max_util_drop", 1.0))
         export(best, folder / "best", folder / "cache", lm)
     except SteerfrontError as exc:
         print(f"steerfront: no best configuration: {exc}", file=sys.stderr)
@@ -56,7 +68,9 @@ def write_results(
         "trainings": int(sum(r.get("trained") or 0 for r in done)),
         "cache_hits": int(sum(r.get("cache_hit") or 0 for r in done)),
         "hypervolume": volumes[-1] if volumes else 0.0,
-        "front": front_rows,
+        "hypervolume_extended": volumes_extended[-1] if volumes_extended else 0.0,
+        "front": plain,
+        "extended_front": extended,
         "best": best,
         "folder": str(folder),
         "mlflow_tracking_uri": tracker.uri,
@@ -89,19 +103,46 @@ def _artifacts(folder: Path) -> Path:
     return out
 
 
-def _volume_history(done: list[dict], baseline: dict) -> list[float]:
-    """Hypervolume after each finished trial, against the final reference point."""
-    if not done:
-        return []
-    points = np.array([[r["pref_odds"], r["util_odds"]] for r in done], dtype=float)
-    reference = (baseline["val_pref_odds"], float(np.nanmin(points[:, 1])))
-    return [hypervolume(points[: i + 1], reference) for i in range(len(points))]
+def _write_front(path: Path, plain: list[dict], extended: list[dict]) -> None:
+    """Both fronts in one table, marked by `front` ("plain" or "extended")."""
+    from steerfront.search.run import SCHEMA
+
+    fields = [f for f in SCHEMA if f.name != "dense_points"]
+    schema = pa.schema([*fields, ("dense", pa.bool_()), ("front", pa.string())])
+    rows = [{**r, "front": "plain"} for r in plain] + [{**r, "front": "extended"} for r in extended]
+    rows = [{name: r.get(name) for name in schema.names} for r in rows]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
-def plot_front(done: list[dict], front_rows: list[dict], baseline: dict, path: Path) -> None:
-    """Every finished trial coloured by form, the front as a line, the unsteered model marked."""
+def _volume_history(
+    done: list[dict], reference: tuple[float, float], extended: bool
+) -> list[float]:
+    """Hypervolume of the plain or extended front after each finished trial."""
+    history, rows = [], []
+    for record in done:
+        rows += points([record], extended)
+        xy = np.array([[r["pref_odds"], r["util_odds"]] for r in rows], dtype=float)
+        history.append(hypervolume(xy, reference))
+    return history
+
+
+def plot_front(
+    done: list[dict], plain: list[dict], extended: list[dict], baseline: dict, path: Path
+) -> None:
+    """Every finished trial coloured by form (dense points small), both fronts as lines, the
+    unsteered model marked."""
     fig, ax = plt.subplots(figsize=(7, 5))
+    dense = [r for r in points(done, extended=True) if r["dense"]]
     for form, colour in _COLOURS.items():
+        rows = [r for r in dense if r["form"] == form]
+        if rows:
+            ax.scatter(
+                [r["pref_odds"] for r in rows],
+                [r["util_odds"] for r in rows],
+                s=5,
+                color=colour,
+                alpha=0.35,
+            )
         rows = [r for r in done if r["form"] == form]
         if rows:
             ax.scatter(
@@ -112,15 +153,19 @@ def plot_front(done: list[dict], front_rows: list[dict], baseline: dict, path: P
                 label=form,
                 alpha=0.8,
             )
-    if front_rows:
-        ax.plot(
-            [r["pref_odds"] for r in front_rows],
-            [r["util_odds"] for r in front_rows],
-            "-",
-            color="black",
-            lw=1.2,
-            label="Pareto front",
-        )
+    for rows, style, label in (
+        (plain, "-", "Pareto front (trials)"),
+        (extended if dense else [], "--", "extended front (dense m, small dots)"),
+    ):
+        if rows:
+            ax.plot(
+                [r["pref_odds"] for r in rows],
+                [r["util_odds"] for r in rows],
+                style,
+                color="black",
+                lw=1.2,
+                label=label,
+            )
     ax.scatter(
         [baseline["val_pref_odds"]],
         [baseline["val_util_odds"]],
@@ -140,9 +185,13 @@ def plot_front(done: list[dict], front_rows: list[dict], baseline: dict, path: P
     plt.close(fig)
 
 
-def plot_hypervolume(volumes: list[float], path: Path) -> None:
+def plot_hypervolume(volumes: list[float], volumes_extended: list[float], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(range(1, len(volumes) + 1), volumes, "-o", ms=3)
+    ax.plot(range(1, len(volumes) + 1), volumes, "-o", ms=3, label="plain front")
+    if volumes_extended != volumes:
+        trials = range(1, len(volumes_extended) + 1)
+        ax.plot(trials, volumes_extended, "--o", ms=3, label="extended front")
+        ax.legend(fontsize=8)
     ax.set_xlabel("finished trials")
     ax.set_ylabel("hypervolume")
     ax.set_title("search progress")

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
@@ -28,8 +27,7 @@ from steerfront.defaults import SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.lm import load_model
 from steerfront.scoring.evaluate import evaluate
-from steerfront.search.best import read_trials
-from steerfront.search.pareto import hypervolume
+from steerfront.search.best import front_volume, read_trials, volume_reference
 from steerfront.search.space import Sampler, SearchSpace
 from steerfront.search.tracking import METRICS, PARAMS, Tracker, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
@@ -58,6 +56,7 @@ class SearchSettings:
     tracking_uri: str | None = None
     address: str | None = None
     retries: int = 1  # a trial whose worker dies is run again this many times, then failed
+    dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -67,6 +66,8 @@ class SearchSettings:
                 f"search name {self.name!r}: use letters, digits, '.', '_' and '-' only "
                 "(a name is a folder inside --storage)"
             )
+        if self.dense_m < 0:
+            raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
 
     @property
     def folder(self) -> Path:
@@ -123,6 +124,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
                 "trials": settings.trials,
                 "sampler": settings.sampler,
                 "seed": settings.seed,
+                "dense_m": settings.dense_m,
                 "layers": layers,
                 **setup.baseline,
             }
@@ -137,7 +139,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
                 "parent_run_id": tracker.parent_run_id,
             },
         )
-    recorder = Recorder(folder, tracker, setup.baseline, settings)
+    recorder = Recorder(folder, tracker, setup, settings)
     interrupted = False
     try:
         _tune(space, settings, setup, layers, recorder, resume)
@@ -170,6 +172,8 @@ def _prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup,
         seed=settings.seed,
         folder=str(settings.folder),
         baseline={},
+        dense_m=settings.dense_m,
+        m_range={form: list(space.m[form]) for form in space.forms},
     )
     splits = setup.splits()
     for name in ("train", *SCORED_SPLITS):
@@ -357,20 +361,28 @@ def _last_error_line(path: str | None) -> str:
     return lines[-1].strip() if lines else "the trial's worker died without an error message"
 
 
-# What a trial reports: the metrics, then what it cost and where it ran.
-RESULT_KEYS = (*METRICS, "trained", "model_loaded", "train_key", "node", "trained_on")
+# What a trial reports: the metrics, its dense points, then what it cost and where it ran.
+RESULT_KEYS = (
+    *METRICS,
+    "dense_points",
+    "trained",
+    "model_loaded",
+    "train_key",
+    "node",
+    "trained_on",
+)
 
 
 class Recorder(Callback):
     """Keeps every finished or failed trial: Parquet first, then MLflow, then progress."""
 
     def __init__(
-        self, folder: Path, tracker: Tracker, baseline: dict, settings: SearchSettings
+        self, folder: Path, tracker: Tracker, setup: SearchSetup, settings: SearchSettings
     ) -> None:
-        self.folder, self.tracker, self.baseline, self.settings = (
+        self.folder, self.tracker, self.search_setup, self.settings = (
             folder,
             tracker,
-            baseline,
+            setup,
             settings,
         )
         self.records = read_trials(folder)
@@ -395,27 +407,25 @@ class Recorder(Callback):
         self.records.append(record)
         _write_table(self.folder / "trials.parquet", self.records)
         done = [r for r in self.records if r["status"] == "done"]
-        volume = self.hypervolume(done)
+        reference = volume_reference(done, self.search_setup.baseline)
+        volume = front_volume(done, reference, extended=False)
+        volumes = {"hypervolume": volume}
+        if self.search_setup.dense_m:
+            volumes["hypervolume_extended"] = front_volume(done, reference, extended=True)
         if self.mlflow_ok:  # once MLflow is down, catch up at the end (or on --resume)
             self._sync_mlflow()
-            self._safely(lambda: self.tracker.log_metric("hypervolume", volume, step=len(done)))
+            for key, value in volumes.items():
+                self._safely(lambda k=key, v=value: self.tracker.log_metric(k, v, step=len(done)))
         if not self.settings.quiet:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
             failed = len(self.records) - len(done)
             print(
                 f"[{time.monotonic() - self.started:6.0f}s] trials {len(self.records)}/"
                 f"{self.settings.trials}: {len(done)} finished, {running} running, {failed} failed;"
-                f" hypervolume {volume:.3f}",
+                f" hypervolume {_volumes(volumes)}",
                 file=sys.stderr,
                 flush=True,
             )
-
-    def hypervolume(self, done: list[dict]) -> float:
-        if not done:
-            return 0.0
-        points = np.array([[r["pref_odds"], r["util_odds"]] for r in done], dtype=float)
-        reference = (self.baseline["val_pref_odds"], float(np.nanmin(points[:, 1])))
-        return hypervolume(points, reference)
 
     def _sync_mlflow(self) -> None:
         """Log every kept trial that MLflow lacks (after an outage or a resume)."""
@@ -445,15 +455,37 @@ class Recorder(Callback):
         from steerfront.search.report import write_results
 
         self._sync_mlflow()
-        return write_results(self.folder, self.records, self.baseline, self.tracker, self.settings)
+        return write_results(
+            self.folder, self.records, self.search_setup, self.tracker, self.settings
+        )
+
+
+def _volumes(volumes: dict[str, float]) -> str:
+    text = f"{volumes['hypervolume']:.3f}"
+    if "hypervolume_extended" in volumes:
+        text += f" (extended {volumes['hypervolume_extended']:.3f})"
+    return text
 
 
 _TEXT = ("train_key", "node", "trained_on")
+DENSE_POINT = pa.struct(
+    [(k, pa.float64()) for k in ("m", "pref_odds", "util_odds", "util_drop", "accuracy")]
+)
 SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string())]
     + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
     + [("factors", pa.string())]
-    + [(k, pa.string() if k in _TEXT else pa.float64()) for k in RESULT_KEYS]
+    + [
+        (
+            k,
+            pa.list_(DENSE_POINT)
+            if k == "dense_points"
+            else pa.string()
+            if k in _TEXT
+            else pa.float64(),
+        )
+        for k in RESULT_KEYS
+    ]
     + [("error", pa.string())]
 )
 

@@ -1,5 +1,8 @@
 """One trial: fetch or train the intervention for its train key, then score it at its m.
 
+`m` is applied after training, so a trial also scores `dense_m` more values of m around its own
+in the same batched pass (validation only): the points of the search's extended front.
+
 Runs inside a Ray worker. A worker loads the model once and keeps it, with the tokenized pair
 sets and the frozen-prefix activations of every layer it has seen, across trials.
 """
@@ -10,9 +13,10 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import ray
 
 from steerfront.data import Splits, encode_pairs, load_concept
@@ -23,6 +27,7 @@ from steerfront.methods.io import load_intervention, save_intervention
 from steerfront.scoring.evaluate import PrefixCache, evaluate
 
 SCORED_SPLITS = ("val", "test")
+DENSE_SPAN = 0.5  # the dense values of m cover this fraction of the form's m range
 # Set by the reliability tests to inject faults into trials of one form: "raise:lora", "exit:lora".
 FAULT_ENV = "STEERFRONT_FAULT"
 
@@ -40,6 +45,8 @@ class SearchSetup:
     folder: str  # absolute path of the search's storage folder (the cache lives there)
     baseline: dict[str, float]  # unsteered metrics per split, e.g. "val_util_odds"
     device: str | None = None
+    dense_m: int = 0  # extra values of m each trial scores (0: none)
+    m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
 
     def splits(self) -> Splits:
         pairs = load_concept(self.concept, self.fmt)
@@ -107,8 +114,19 @@ def obtain(
     return intervention, False
 
 
+def dense_grid(m: float, low: float, high: float, k: int) -> list[float]:
+    """`k` values evenly spaced over a window of `DENSE_SPAN` of the range, centred on `m` and
+    shifted to stay within [low, high]; `m` itself is left out (the trial scores it anyway)."""
+    if k < 1 or low == high:
+        return []
+    width = DENSE_SPAN * (high - low)
+    start = min(max(m - width / 2, low), high - width)
+    return [float(v) for v in np.linspace(start, start + width, k) if v != m]
+
+
 def run_trial(config: dict, setup: SearchSetup) -> dict:
-    """Score one configuration; the metrics Tune and Optuna see (validation unprefixed)."""
+    """Score one configuration; the metrics Tune and Optuna see (validation unprefixed), and
+    the dense points (`dense_points`)."""
     _inject_fault(config)
     lm, splits, encoded, cache, loaded = _worker(setup)
     spec = train_spec(config, setup.seed)
@@ -117,16 +135,14 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     intervention, hit = obtain(lm, splits, spec, Path(setup.folder) / "cache", node)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
-    metrics = {}
-    for name in SCORED_SPLITS:
-        row = evaluate(lm, encoded[name], intervention, float(config["m"]), cache=cache).summary()
-        row = row.to_pylist()[0]
-        prefix = "" if name == "val" else "test_"
-        metrics[f"{prefix}pref_odds"] = row["pref_odds"]
-        metrics[f"{prefix}util_odds"] = row["util_odds"]
-        metrics[f"{prefix}util_drop"] = setup.baseline[f"{name}_util_odds"] - row["util_odds"]
-        metrics[f"{prefix}accuracy"] = row["accuracy"]
+    m = float(config["m"])
+    low, high = setup.m_range.get(config["form"], (m, m))
+    dense = dense_grid(m, low, high, setup.dense_m)
+    val = score(lm, encoded["val"], intervention, [m, *dense], cache, setup.baseline, "val")
+    test = score(lm, encoded["test"], intervention, [m], cache, setup.baseline, "test")
+    metrics = {**val.pop(m), **test[m]}
     metrics.update(
+        dense_points=[{"m": value, **val[value]} for value in dense],
         train_s=train_s,
         eval_s=time.perf_counter() - started,
         cache_hit=int(hit),
@@ -137,6 +153,45 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
         trained_on=intervention.meta.get("node", ""),
     )
     return metrics
+
+
+def score(
+    lm: LM,
+    encoded: list,
+    intervention: Intervention,
+    grid: list[float],
+    cache: PrefixCache,
+    baseline: dict[str, float],
+    split: str,
+) -> dict[float, dict[str, float]]:
+    """Metrics per value of m on one split, named as in trials.parquet (test ones prefixed)."""
+    prefix = "" if split == "val" else f"{split}_"
+    out = {}
+    for row in evaluate(lm, encoded, intervention, grid, cache=cache).summary().to_pylist():
+        out[row["m"]] = {
+            f"{prefix}pref_odds": row["pref_odds"],
+            f"{prefix}util_odds": row["util_odds"],
+            f"{prefix}util_drop": baseline[f"{split}_util_odds"] - row["util_odds"],
+            f"{prefix}accuracy": row["accuracy"],
+        }
+    return out
+
+
+def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
+    """Fill in the test metrics of dense points (trials score those on validation only; the
+    few that reach the extended front are worth the extra pass)."""
+    todo = [r for r in rows if r.get("test_pref_odds") is None]
+    if not todo:
+        return
+    encoded = encode_pairs(lm.tokenizer, setup.splits().test)
+    cache = PrefixCache()
+    for key in sorted({r["train_key"] for r in todo}):
+        group = [r for r in todo if r["train_key"] == key]
+        intervention = load_intervention(Path(setup.folder) / "cache" / key, lm)
+        grid = sorted({r["m"] for r in group})
+        metrics = score(lm, encoded, intervention, grid, cache, setup.baseline, "test")
+        for r in group:
+            r.update(metrics[r["m"]])
 
 
 def _inject_fault(config: dict) -> None:

@@ -9,6 +9,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from steerfront.cli import main
+from steerfront.data import encode_pairs
+from steerfront.lm import load_model
+from steerfront.methods.io import load_intervention
+from steerfront.scoring.evaluate import evaluate
+from steerfront.search.best import read_trials
+from steerfront.search.trial import SearchSetup
 
 
 def search(tmp_path, model_dir, *flags):
@@ -111,7 +117,9 @@ def test_front_and_best_commands(finished, capsys):
     runs = str(tmp_path / "runs")
     assert main(["front", "s1", "--storage", runs, "--json"]) == 0
     front = json.loads(capsys.readouterr().out)
-    assert len(front) == len(summary["front"])
+    assert len(front) == len(summary["extended_front"])
+    assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(summary["front"])
     out = tmp_path / "exported"
     status = main(["best", "s1", "--storage", runs, "--rule", "knee", "--out", str(out), "--json"])
     assert status == 0
@@ -122,6 +130,70 @@ def test_front_and_best_commands(finished, capsys):
         "intervention.json",
         "intervention.safetensors",
     ]
+
+
+def test_dense_points_are_the_evaluator_at_their_m(finished, tiny_model_dir):
+    tmp_path, _ = finished
+    folder = tmp_path / "runs" / "s1"
+    setup = SearchSetup(**json.loads((folder / "search.json").read_text())["setup"])
+    trials = read_trials(folder)
+    for trial in trials:
+        ms = [point["m"] for point in trial["dense_points"]]
+        assert len(ms) in (8, 9) and trial["m"] not in ms  # 9 unless the trial's m is one
+        assert 0.0 <= min(ms) and max(ms) <= 3.0 and max(ms) - min(ms) == pytest.approx(1.5)
+    lm = load_model(str(tiny_model_dir))
+    encoded = encode_pairs(lm.tokenizer, setup.splits().val)
+    trial = trials[0]
+    intervention = load_intervention(folder / "cache" / trial["train_key"], lm)
+    for point in (trial, trial["dense_points"][0], trial["dense_points"][-1]):
+        row = evaluate(lm, encoded, intervention, point["m"]).summary().to_pylist()[0]
+        for key in ("pref_odds", "util_odds", "accuracy"):
+            assert point[key] == pytest.approx(row[key], abs=1e-4)
+        assert point["util_drop"] == pytest.approx(
+            setup.baseline["val_util_odds"] - row["util_odds"]
+        )
+
+
+def test_extended_front_is_the_non_dominated_points_with_test_metrics(finished):
+    tmp_path, summary = finished
+    trials = read_trials(tmp_path / "runs" / "s1")
+    points = [(t["trial_id"], t["m"], t["pref_odds"], t["util_odds"]) for t in trials] + [
+        (t["trial_id"], d["m"], d["pref_odds"], d["util_odds"])
+        for t in trials
+        for d in t["dense_points"]
+    ]
+    brute = {
+        (tid, m)
+        for tid, m, p, u in points
+        if not any((p2 >= p and u2 >= u) and (p2 > p or u2 > u) for _, _, p2, u2 in points)
+    }
+    extended = summary["extended_front"]
+    assert {(r["trial_id"], r["m"]) for r in extended} == brute
+    assert any(r["dense"] for r in extended)
+    assert all(
+        np.isfinite(r["test_pref_odds"]) and np.isfinite(r["test_util_drop"]) for r in extended
+    )
+    assert summary["hypervolume_extended"] >= summary["hypervolume"]
+    table = pq.read_table(tmp_path / "runs" / "s1" / "front.parquet").to_pylist()
+    assert sum(r["front"] == "plain" for r in table) == len(summary["front"])
+    assert sum(r["front"] == "extended" for r in table) == len(extended)
+    best = yaml.safe_load((tmp_path / "runs" / "s1" / "best" / "best.yaml").read_text())
+    assert (best["trial_id"], best["m"]) in brute
+
+
+def test_best_picks_from_the_extended_front_unless_plain(finished, capsys):
+    tmp_path, summary = finished
+    runs = str(tmp_path / "runs")
+    picks = {}
+    for flags in ([], ["--plain"]):
+        out = str(tmp_path / f"best{len(flags)}")
+        assert main(["best", "s1", "--storage", runs, "--out", out, "--json", *flags]) == 0
+        picks[bool(flags)] = json.loads(capsys.readouterr().out)["best"]
+    plain = {(r["trial_id"], r["m"]) for r in summary["front"]}
+    assert (picks[True]["trial_id"], picks[True]["m"]) in plain and not picks[True]["dense"]
+    extended = {(r["trial_id"], r["m"]) for r in summary["extended_front"]}
+    assert (picks[False]["trial_id"], picks[False]["m"]) in extended
+    assert picks[False]["pref_odds"] >= picks[True]["pref_odds"]
 
 
 def test_generate_with_the_exported_intervention(finished, tiny_model_dir, capsys):
@@ -162,6 +234,8 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(
         "diffmean,sft",
         "--seed",
         "3",
+        "--dense-m",
+        "0",
     )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert status == 0
@@ -171,6 +245,8 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(
     assert all("injected fault" in t["error"] for t in failed)
     assert summary["failed"] == len(failed)
     assert all(t["form"] == "vector" for t in summary["front"])
+    assert all(not t["dense_points"] for t in trials)  # --dense-m 0: the plain front only
+    assert summary["extended_front"] == summary["front"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     runs = client.search_runs(
         [client.get_experiment_by_name("steerfront").experiment_id],
@@ -186,6 +262,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(
         (["--trials", "0"], "--trials must be at least 1"),
         (["--forms", "blend"], "forms: unknown form 'blend'"),
         (["--resume", "nosuch"], "no search named 'nosuch'"),
+        (["--dense-m", "-1"], "--dense-m must be 0 or more, not -1"),
     ],
 )
 def test_bad_search_input(tmp_path, tiny_model_dir, capsys, flags, message):

@@ -1,0 +1,19 @@
+import pytest
+
+from steerfront.search.trial import DENSE_SPAN, dense_grid
+
+
+@pytest.mark.parametrize("m", [0.0, 0.7, 2.0, 3.9, 4.0])
+def test_dense_grid_is_a_window_around_m_inside_the_range(m):
+    grid = dense_grid(m, 0.0, 4.0, 9)
+    assert m not in grid and len(grid) in (8, 9)  # 8 when m is one of the 9
+    window = [min([*grid, m]), max([*grid, m])]
+    assert 0.0 <= window[0] and window[1] <= 4.0
+    assert window[1] - window[0] == pytest.approx(DENSE_SPAN * 4.0)
+    if 1.0 <= m <= 3.0:  # far enough from the ends: centred
+        assert (window[0] + window[1]) / 2 == pytest.approx(m)
+
+
+def test_dense_grid_off_or_degenerate():
+    assert dense_grid(1.0, 0.0, 4.0, 0) == []
+    assert dense_grid(1.0, 1.0, 1.0, 9) == []
