@@ -101,7 +101,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
         setup = SearchSetup(**state["setup"])
         layers = state["layers"]
     else:
-        setup, layers = _prepare(space, settings)  # bad input fails here, with nothing written
+        setup, layers = prepare(space, settings)  # bad input fails here, with nothing written
     _check_writable(folder.parent)
     if not settings.quiet:
         print(
@@ -158,7 +158,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
     return summary
 
 
-def _prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, list[int]]:
+def prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, list[int]]:
     """Validate the space against the model and data, and score the unsteered model once."""
     concept = settings.concept
     if Path(concept).exists():
@@ -231,6 +231,7 @@ def _tune(
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # trials.parquet has all
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _init_ray(settings.address)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}

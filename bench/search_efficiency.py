@@ -1,0 +1,220 @@
+"""Search efficiency: how much of the grid's Pareto front a search reaches with a quarter of
+its trials.
+
+On one small space (two forms x four layers x the m range; objective, rank and SPLIT's
+coefficients fixed) this runs side by side, sharing one cache of trained interventions:
+(a) the exhaustive grid (`--m-values` values of m per form and layer: the reference front),
+(b) random search, (c) Optuna TPE, (d) Optuna NSGA-II, each with `--fraction` of the grid's
+trial count and the same seed, and (e) TPE with the extended front (`--dense-m`).
+Searches (b)-(e) are real `steerfront search` runs (local Ray, MLflow store in the output).
+
+Prints, per strategy, the hypervolume as a fraction of the grid's (one reference point: the
+unsteered preference and the grid's worst utility), the trainings it needs on its own and its
+wall time; writes `fronts.png` with every front. Last line: JSON of the fractions by name.
+Targets: tpe_extended >= 0.95 and tpe > random.
+
+    .venv/bin/python bench/search_efficiency.py [--concept risk_seeking] [--m-values 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from optuna.trial import FixedTrial  # noqa: E402
+
+from steerfront.data import encode_pairs  # noqa: E402
+from steerfront.defaults import DEFAULT_MODEL, SEARCH_SPACE, SPLIT  # noqa: E402
+from steerfront.errors import SteerfrontError  # noqa: E402
+from steerfront.lm import load_model  # noqa: E402
+from steerfront.scoring.evaluate import PrefixCache  # noqa: E402
+from steerfront.search.best import front, points, read_trials  # noqa: E402
+from steerfront.search.pareto import hypervolume  # noqa: E402
+from steerfront.search.run import SearchSettings, prepare, run_search  # noqa: E402
+from steerfront.search.space import Sampler, SearchSpace, load_space  # noqa: E402
+from steerfront.search.trial import obtain, score, train_key, train_spec  # noqa: E402
+
+# (name, sampler, dense_m): the strategies that search with a fraction of the grid's trials.
+SEARCHES = (("random", "random", 0), ("tpe", "tpe", 0), ("nsga2", "nsga2", 0))
+
+
+def bench_space(path: str | None, layers: list[int] | None) -> SearchSpace:
+    """Two forms, the default m ranges, one fixed value for everything else."""
+    space = load_space(
+        path,
+        None
+        if path
+        else {
+            "forms": ["vector", "lora"],
+            "objectives": ["split"],
+            "rank": [4],
+            "gamma": SPLIT["gamma"],
+            "m": {form: SEARCH_SPACE["m"][form] for form in ("vector", "lora")},
+        },
+    )
+    if layers:
+        space = space.model_copy(update={"layers": layers})
+    lists = ("objectives", "epochs", *(("rank",) if "lora" in space.forms else ()))
+    varied = [n for n in lists if len(getattr(space, n)) > 1]
+    floats = ("lr", *(("gamma", "lambda_n", "theta") if "split" in space.objectives else ()))
+    varied += [n for n in floats if isinstance(getattr(space, n), tuple)]
+    if varied:
+        raise SteerfrontError(f"bench space: fix {', '.join(varied)} (only form, layer, m vary)")
+    return space
+
+
+def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int, cache: Path) -> dict:
+    """Every (form, layer) trained once and scored at `m_values` values of m in one pass."""
+    started = time.perf_counter()
+    setup, layers = prepare(space, settings)
+    lm = load_model(settings.model)
+    splits = setup.splits()
+    encoded = encode_pairs(lm.tokenizer, splits.val)
+    prefixes = PrefixCache()
+    rows, keys = [], set()
+    for form in space.forms:
+        grid = [float(m) for m in np.linspace(*space.m[form], m_values)]
+        for layer in layers:
+            fixed = FixedTrial({"form": form, "layer": layer, f"m_{form}": grid[0]})
+            config = Sampler(space, layers)(fixed)
+            spec = train_spec(config, setup.seed)
+            intervention, _ = obtain(lm, splits, spec, cache, "bench")
+            keys.add(train_key(spec, lm.spec, splits.train.fingerprint))
+            scores = score(lm, encoded, intervention, grid, prefixes, setup.baseline, "val")
+            rows += [{"form": form, "layer": layer, "m": m, **scores[m]} for m in grid]
+            print(f"  grid: {form} layer {layer} done ({len(rows)} points)", flush=True)
+    return {
+        "points": rows,
+        "trials": len(rows),
+        "trainings": len(keys),
+        "wall_s": time.perf_counter() - started,
+        "baseline": setup.baseline,
+    }
+
+
+def run_strategy(space: SearchSpace, settings: SearchSettings, cache: Path, extended: bool) -> dict:
+    """One real search whose trained interventions come from (and go to) the shared cache."""
+    folder = settings.folder
+    folder.mkdir(parents=True)
+    (folder / "cache").symlink_to(cache.resolve(), target_is_directory=True)
+    started = time.perf_counter()
+    summary = run_search(space, settings)
+    done = [r for r in read_trials(folder) if r["status"] == "done"]
+    return {
+        "points": points(done, extended),
+        "trials": summary["trials"],
+        "trainings": len({r["train_key"] for r in done}),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def plot(results: dict[str, dict], reference: tuple[float, float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    grid = results["grid"]["points"]
+    ax.scatter([r["pref_odds"] for r in grid], [r["util_odds"] for r in grid], s=6, color="0.75")
+    for name, result in results.items():
+        rows = front(result["points"])
+        ax.step(
+            [r["pref_odds"] for r in rows],
+            [r["util_odds"] for r in rows],
+            where="post",
+            lw=2.2 if name == "grid" else 1.2,
+            label=f"{name} ({result['fraction']:.2f})",
+        )
+    ax.axvline(reference[0], color="0.5", ls=":", lw=0.8)
+    ax.axhline(reference[1], color="0.5", ls=":", lw=0.8)
+    ax.set_xlabel("pref_odds (validation)")
+    ax.set_ylabel("util_odds (validation)")
+    ax.set_title("Pareto fronts (legend: hypervolume / grid's)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--concept", default="risk_seeking", help="a short-answer concept")
+    parser.add_argument("--space", default=None, help="space YAML (only form, layer, m vary)")
+    parser.add_argument("--layers", default=None, help="comma-separated (default: four layers)")
+    parser.add_argument("--m-values", type=int, default=12, help="grid values of m per form")
+    parser.add_argument("--fraction", type=float, default=0.25, help="searches' share of trials")
+    parser.add_argument("--dense-m", type=int, default=9, help="dense m of tpe_extended")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench-output/search_efficiency")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)  # fresh runs, fresh cache: timings comparable
+    cache = out / "cache"
+    cache.mkdir(parents=True)
+    layers = [int(v) for v in args.layers.split(",")] if args.layers else None
+    space = bench_space(args.space, layers)
+    if not layers:
+        n_layers = load_model(args.model).n_layers
+        step = n_layers // 2 / 3
+        space = space.model_copy(
+            update={"layers": [int(n_layers // 4 + round(i * step)) for i in range(4)]}
+        )
+
+    def settings(
+        name: str, sampler: str = "tpe", trials: int = 1, dense_m: int = 0
+    ) -> SearchSettings:
+        return SearchSettings(
+            name=name,
+            model=args.model,
+            concept=args.concept,
+            trials=trials,
+            sampler=sampler,
+            seed=args.seed,
+            storage=str(out / "runs"),
+            dense_m=dense_m,
+        )
+
+    print(f"grid: {space.forms} x layers {space.layers} x {args.m_values} values of m", flush=True)
+    results = {"grid": run_grid(space, settings("grid"), args.m_values, cache)}
+    budget = max(1, round(args.fraction * results["grid"]["trials"]))
+    strategies = [*SEARCHES, ("tpe_extended", "tpe", args.dense_m)]
+    for name, sampler, dense_m in strategies:
+        print(f"{name}: {budget} trials", flush=True)
+        run = settings(name, sampler, budget, dense_m)
+        results[name] = run_strategy(space, run, cache, extended=dense_m > 0)
+
+    baseline = results["grid"]["baseline"]
+    worst = min(r["util_odds"] for r in results["grid"]["points"])
+    reference = (baseline["val_pref_odds"], worst)
+    for result in results.values():
+        xy = np.array([[r["pref_odds"], r["util_odds"]] for r in result["points"]])
+        result["hypervolume"] = hypervolume(xy, reference)
+    grid_volume = results["grid"]["hypervolume"]
+    if grid_volume <= 0:
+        raise SystemExit("the grid's front does not beat the unsteered model: widen the space")
+    print(f"\nconcept {args.concept}, model {args.model}, reference point {reference}")
+    print(f"{'strategy':<14}{'trials':>7}{'points':>8}{'trainings':>11}{'wall s':>9}"
+          f"{'hypervolume':>13}{'fraction':>10}")  # fmt: skip
+    for name, result in results.items():
+        result["fraction"] = result["hypervolume"] / grid_volume
+        print(
+            f"{name:<14}{result['trials']:>7}{len(result['points']):>8}{result['trainings']:>11}"
+            f"{result['wall_s']:>9.0f}{result['hypervolume']:>13.3f}{result['fraction']:>10.3f}"
+        )
+    print("trainings: distinct trained interventions each strategy needs on its own; the cache "
+          "is shared, so each was trained once, by the first strategy to need it")  # fmt: skip
+    plot(results, reference, out / "fronts.png")
+    print(f"plot: {out / 'fronts.png'}")
+    print(json.dumps({name: round(results[name]["fraction"], 4) for name, *_ in strategies}))
+
+
+if __name__ == "__main__":
+    main()
