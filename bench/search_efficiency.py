@@ -10,7 +10,8 @@ Searches (b)-(e) are real `steerfront search` runs (local Ray, MLflow store in t
 
 Prints, per strategy, the hypervolume as a fraction of the grid's (one reference point: the
 unsteered preference and the grid's worst utility), the trainings it needs on its own and its
-wall time; writes `fronts.png` with every front. Last line: JSON of the fractions by name.
+wall time; writes `fronts.png` with every front and every point to `points.parquet`. Last line:
+JSON of the fractions by name.
 Targets: tpe_extended >= 0.95 and tpe > random.
 
     .venv/bin/python bench/search_efficiency.py [--concept risk_seeking] [--m-values 12]
@@ -30,6 +31,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from optuna.trial import FixedTrial  # noqa: E402
 
 from steerfront.data import encode_pairs  # noqa: E402
@@ -211,6 +214,13 @@ def main() -> None:
         )
     print("trainings: distinct trained interventions each strategy needs on its own; the cache "
           "is shared, so each was trained once, by the first strategy to need it")  # fmt: skip
+    keys = ("form", "layer", "m", "pref_odds", "util_odds")
+    rows = [
+        {"strategy": name, **{k: row[k] for k in keys}, "dense": bool(row.get("dense"))}
+        for name, result in results.items()
+        for row in result["points"]
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), out / "points.parquet")
     plot(results, reference, out / "fronts.png")
     print(f"plot: {out / 'fronts.png'}")
     print(json.dumps({name: round(results[name]["fraction"], 4) for name, *_ in strategies}))

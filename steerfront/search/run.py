@@ -231,7 +231,6 @@ def _tune(
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # trials.parquet has all
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _init_ray(settings.address)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
@@ -292,7 +291,8 @@ def _tune(
 def _kept_result(folder: Path, trial_id: str) -> dict | None:
     for record in read_trials(folder):
         if record["trial_id"] == trial_id and record["status"] == "done":
-            return {k: record[k] for k in RESULT_KEYS}
+            kept = {k: record[k] for k in RESULT_KEYS}
+            return {**kept, "dense_points": json.dumps(record["dense_points"] or [])}
     return None
 
 
@@ -348,6 +348,8 @@ def _record(trial: object, status: str) -> dict:
     record["factors"] = json.dumps(config.get("factors"))
     if status == "done":
         record.update({k: v for k, v in result.items() if k in RESULT_KEYS})
+        # JSON text through Tune: its TensorBoard logger would take a list for a histogram.
+        record["dense_points"] = json.loads(result.get("dense_points") or "[]")
     else:
         record["error"] = result.get("error") or _last_error_line(trial.error_file)
     return record

@@ -126,7 +126,7 @@ def dense_grid(m: float, low: float, high: float, k: int) -> list[float]:
 
 def run_trial(config: dict, setup: SearchSetup) -> dict:
     """Score one configuration; the metrics Tune and Optuna see (validation unprefixed), and
-    the dense points (`dense_points`)."""
+    the dense points (`dense_points`, JSON text)."""
     _inject_fault(config)
     lm, splits, encoded, cache, loaded = _worker(setup)
     spec = train_spec(config, setup.seed)
@@ -142,7 +142,7 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     test = score(lm, encoded["test"], intervention, [m], cache, setup.baseline, "test")
     metrics = {**val.pop(m), **test[m]}
     metrics.update(
-        dense_points=[{"m": value, **val[value]} for value in dense],
+        dense_points=json.dumps([{"m": value, **val[value]} for value in dense]),
         train_s=train_s,
         eval_s=time.perf_counter() - started,
         cache_hit=int(hit),
