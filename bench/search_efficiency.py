@@ -129,7 +129,7 @@ def plot(results: dict[str, dict], reference: tuple[float, float], path: Path) -
         ax.step(
             [r["pref_odds"] for r in rows],
             [r["util_odds"] for r in rows],
-            where="post",
+            where="pre",  # between two front points, the dominated area reaches the right one
             lw=2.2 if name == "grid" else 1.2,
             label=f"{name} ({result['fraction']:.2f})",
         )

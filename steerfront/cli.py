@@ -24,6 +24,7 @@ from steerfront.defaults import (
     TRAIN,
 )
 from steerfront.errors import SteerfrontError
+from steerfront.search.storage import Store
 
 if TYPE_CHECKING:
     from steerfront.search.run import SearchSettings
@@ -123,7 +124,8 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "--sampler",
         choices=("tpe", "nsga2", "random"),
         default=SEARCH["sampler"],
-        help=f"Optuna sampler (default: {SEARCH['sampler']})",
+        help="Optuna sampler; nsga2 breeds generations of a quarter of the trials (4 to 50) "
+        f"(default: {SEARCH['sampler']})",
     )
     search.add_argument(
         "--seed",
@@ -672,12 +674,10 @@ def _resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     from steerfront.search.run import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 
-    state_file = Path(args.storage).resolve() / args.resume / STATE
-    if not state_file.is_file():
-        raise SteerfrontError(
-            f"no search named {args.resume!r} under {Path(args.storage).resolve()} to resume"
-        )
-    state = json.loads(state_file.read_text())
+    store = Store(args.storage, args.resume)
+    if not store.pull(STATE):
+        raise SteerfrontError(f"no search named {args.resume!r} in {args.storage} to resume")
+    state = json.loads((store.local / STATE).read_text())
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
     settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
     settings.tracking_uri = args.tracking_uri or settings.tracking_uri
@@ -743,19 +743,24 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _search_folder(args: argparse.Namespace) -> Path:
+def _search_store(args: argparse.Namespace) -> Store:
+    """The search named on the command line (or given as a folder), its files at hand."""
+    from steerfront.search.run import STATE
+
     folder = Path(args.search)
-    if not folder.is_dir():
-        folder = Path(args.storage) / args.search
-    if not (folder / "trials.parquet").is_file():
-        raise SteerfrontError(f"search {args.search!r}: no trials.parquet in {folder}")
-    return folder
+    store = Store(str(folder.parent), folder.name) if folder.is_dir() else None
+    store = store or Store(args.storage, args.search)
+    store.pull(STATE, "trials.parquet", "front.parquet")
+    if not (store.local / "trials.parquet").is_file():
+        where = store.uri or store.local
+        raise SteerfrontError(f"search {args.search!r}: no trials.parquet in {where}")
+    return store
 
 
 def _front(args: argparse.Namespace) -> None:
     from steerfront.search.best import read_front
 
-    rows = read_front(_search_folder(args), extended=not args.plain)
+    rows = read_front(_search_store(args).local, extended=not args.plain)
     if args.json:
         print(json.dumps(rows))
         return
@@ -766,12 +771,17 @@ def _best(args: argparse.Namespace) -> None:
     from steerfront.lm import load_model
     from steerfront.search.best import export, pick, read_front
     from steerfront.search.run import STATE
+    from steerfront.search.trial import cached
 
-    folder = _search_folder(args)
+    store = _search_store(args)
+    folder = store.local
     record = pick(read_front(folder, extended=not args.plain), args.rule, args.max_util_drop)
     state = json.loads((folder / STATE).read_text())
     lm = load_model(state["settings"]["model"])
-    out = export(record, Path(args.out) if args.out else folder / "best", folder / "cache", lm)
+    source = cached(store, record["train_key"], required=True)
+    out = export(record, Path(args.out) if args.out else folder / "best", source, lm)
+    if not args.out:
+        store.push("best")
     if args.json:
         print(json.dumps({"best": record, "exported": str(out)}))
         return

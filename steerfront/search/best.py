@@ -97,9 +97,9 @@ def pick(rows: list[dict], rule: str = "max-pref", max_util_drop: float = 1.0) -
     return max(allowed, key=lambda r: r["pref_odds"])
 
 
-def export(record: dict, folder: Path, cache_dir: Path, lm: LM) -> Path:
-    """Write `best.yaml` and the chosen intervention (plus a PEFT adapter for lora)."""
-    source = cache_dir / record["train_key"]
+def export(record: dict, folder: Path, source: Path, lm: LM) -> Path:
+    """Write `best.yaml` and the chosen intervention, trained at `source` (plus a PEFT adapter
+    for lora)."""
     intervention = load_intervention(source, lm)
     intervention.meta["m"] = record["m"]  # the strength the search chose, for `generate`
     with staged_dir(folder, replace=True) as staging:

@@ -25,12 +25,14 @@ from steerfront.search.best import (  # noqa: E402
     volume_reference,
 )
 from steerfront.search.pareto import hypervolume  # noqa: E402
-from steerfront.search.trial import SearchSetup, score_test  # noqa: E402
+from steerfront.search.trial import SearchSetup, cached, score_test  # noqa: E402
 
 if TYPE_CHECKING:
     from steerfront.search.run import SearchSettings
     from steerfront.search.tracking import Tracker
 
+# What a search's folder holds once it ends, beside its cache and Ray's state.
+RESULT_FILES = ("trials.parquet", "front.parquet", "pareto.png", "hypervolume.png", "best")
 _COLOURS = {"vector": "tab:blue", "lora": "tab:green", "local_weight": "tab:red"}
 
 
@@ -57,7 +59,7 @@ def write_results(
     best = None
     try:
         best = pick(extended, max_util_drop=settings.extra.get("max_util_drop", 1.0))
-        export(best, folder / "best", folder / "cache", lm)
+        export(best, folder / "best", cached(setup.store, best["train_key"], required=True), lm)
     except SteerfrontError as exc:
         print(f"steerfront: no best configuration: {exc}", file=sys.stderr)
     summary = {
@@ -88,7 +90,7 @@ def _artifacts(folder: Path) -> Path:
     """The parent run's artifacts: tables, figures, best.yaml and the exported intervention."""
     out = folder / "artifacts"
     out.mkdir(exist_ok=True)
-    for name in ("trials.parquet", "front.parquet", "pareto.png", "hypervolume.png"):
+    for name in RESULT_FILES:
         if (folder / name).is_file():
             (out / name).write_bytes((folder / name).read_bytes())
     best = folder / "best"

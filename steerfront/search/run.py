@@ -6,6 +6,7 @@ the validation pairs. Test pairs are scored for every trial but never used for s
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -29,11 +30,11 @@ from steerfront.lm import load_model
 from steerfront.scoring.evaluate import evaluate
 from steerfront.search.best import front_volume, read_trials, volume_reference
 from steerfront.search.space import Sampler, SearchSpace
+from steerfront.search.storage import Store, is_uri
 from steerfront.search.tracking import METRICS, PARAMS, Tracker, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
 
 STATE = "search.json"
-MIN_FREE_BYTES = 256 * 2**20  # checked before any trial starts
 
 
 @dataclass
@@ -69,9 +70,14 @@ class SearchSettings:
         if self.dense_m < 0:
             raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
 
+    @functools.cached_property
+    def store(self) -> Store:
+        return Store(self.storage, self.name)
+
     @property
     def folder(self) -> Path:
-        return Path(self.storage).resolve() / self.name
+        """The search's folder on this machine (a mirror, for an object store)."""
+        return self.store.local
 
     @property
     def tracking(self) -> str:
@@ -80,37 +86,38 @@ class SearchSettings:
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
     """Run (or resume) a search to its trial budget; return its summary."""
-    if "://" in settings.storage:
-        raise SteerfrontError(
-            f"storage {settings.storage}: object-store URIs are not supported; mount the "
-            "bucket (s3fs, gcsfuse) or use a shared file system and pass its path"
-        )
+    tracking = settings.tracking  # an object store needs a tracking server: say so first
     if settings.address:
         _check_reachable(settings.address)
-    folder = settings.folder
-    state_file = folder / STATE
-    if resume and not state_file.is_file():
-        raise SteerfrontError(f"no search named {settings.name!r} under {folder.parent} to resume")
-    if not resume and state_file.exists():
+    store, folder = settings.store, settings.folder
+    where = store.uri or folder
+    exists = store.pull(STATE)
+    if resume and not exists:
+        raise SteerfrontError(f"no search named {settings.name!r} in {settings.storage} to resume")
+    if not resume and exists:
         raise SteerfrontError(
-            f"a search named {settings.name!r} exists in {folder}; resume it with --resume "
+            f"a search named {settings.name!r} exists in {where}; resume it with --resume "
             f"{settings.name} or choose another --name"
         )
+    state_file = folder / STATE
     if resume:
+        store.pull("trials.parquet")
         state = json.loads(state_file.read_text())
         setup = SearchSetup(**state["setup"])
         layers = state["layers"]
     else:
         setup, layers = prepare(space, settings)  # bad input fails here, with nothing written
-    _check_writable(folder.parent)
+        if store.uri:
+            shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
+    store.check_writable()  # before any trial starts, not hours later
     if not settings.quiet:
         print(
             f"search {settings.name}: {settings.model}, concept {settings.concept}, "
-            f"{settings.trials} trials, results in {folder}",
+            f"{settings.trials} trials, results in {where}",
             file=sys.stderr,
         )
     tracker = Tracker(
-        settings.tracking,
+        tracking,
         settings.name,
         state["parent_run_id"] if resume else None,
         artifact_root=folder.parent / "mlartifacts",
@@ -139,6 +146,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
                 "parent_run_id": tracker.parent_run_id,
             },
         )
+        store.push(STATE)
     recorder = Recorder(folder, tracker, setup, settings)
     interrupted = False
     try:
@@ -170,7 +178,8 @@ def prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, 
         val_fraction=settings.val_fraction,
         test_fraction=settings.test_fraction,
         seed=settings.seed,
-        folder=str(settings.folder),
+        storage=settings.storage if is_uri(settings.storage) else str(settings.folder.parent),
+        name=settings.name,
         baseline={},
         dense_m=settings.dense_m,
         m_range={form: list(space.m[form]) for form in space.forms},
@@ -189,23 +198,6 @@ def prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, 
         baseline[f"{name}_pref_odds"] = row["pref_odds"]
         baseline[f"{name}_util_odds"] = row["util_odds"]
     return SearchSetup(**{**asdict(setup), "baseline": baseline}), layers
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before any trial starts, not hours later."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"x" * 1024)
-        probe.unlink()
-        free = shutil.disk_usage(folder).free
-    except OSError as exc:
-        raise SteerfrontError(f"storage folder {folder} is not writable ({exc.strerror})") from None
-    if free < MIN_FREE_BYTES:
-        raise SteerfrontError(
-            f"storage folder {folder} has {free // 2**20} MiB free; a search needs at least "
-            f"{MIN_FREE_BYTES // 2**20} MiB (trained interventions, results, Ray state)"
-        )
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -237,7 +229,7 @@ def _tune(
 
     def trainable(config: dict, setup: SearchSetup) -> None:
         # A trial kept before the driver died (but after Tune's last save) is not run again.
-        kept = _kept_result(Path(setup.folder), tune.get_context().get_trial_id())
+        kept = _kept_result(setup.store, tune.get_context().get_trial_id())
         if kept is not None:
             tune.report(kept)
             return
@@ -248,13 +240,17 @@ def _tune(
             tune.report({"pref_odds": math.nan, "util_odds": math.nan, "error": error})
 
     trainable = tune.with_resources(tune.with_parameters(trainable, setup=setup), resources)
-    folder = settings.folder
+    store = settings.store
     if resume:
-        tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=False)
+        tuner = tune.Tuner.restore(store.uri or str(store.local), trainable, resume_errored=False)
     else:
         samplers = {
             "tpe": lambda: optuna.samplers.TPESampler(seed=settings.seed),
-            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=settings.seed),
+            # A generation per quarter of the budget (Optuna's 50 would leave a small search
+            # in its random first generation).
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(
+                population_size=min(50, max(4, settings.trials // 4)), seed=settings.seed
+            ),
             "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
         }
         search = OptunaSearch(
@@ -273,10 +269,11 @@ def _tune(
             ),
             run_config=tune.RunConfig(
                 name=settings.name,
-                storage_path=str(folder.parent),
+                storage_path=settings.storage if store.uri else str(store.local.parent),
                 callbacks=[recorder],
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=settings.retries),
+                sync_config=tune.SyncConfig(sync_period=0),  # an object store: after every step
             ),
         )
     if resume:
@@ -288,8 +285,9 @@ def _tune(
             ray.shutdown()
 
 
-def _kept_result(folder: Path, trial_id: str) -> dict | None:
-    for record in read_trials(folder):
+def _kept_result(store: Store, trial_id: str) -> dict | None:
+    store.pull("trials.parquet")
+    for record in read_trials(store.local):
         if record["trial_id"] == trial_id and record["status"] == "done":
             kept = {k: record[k] for k in RESULT_KEYS}
             return {**kept, "dense_points": json.dumps(record["dense_points"] or [])}
@@ -409,6 +407,7 @@ class Recorder(Callback):
             return
         self.records.append(record)
         _write_table(self.folder / "trials.parquet", self.records)
+        self._push("trials.parquet")
         done = [r for r in self.records if r["status"] == "done"]
         reference = volume_reference(done, self.search_setup.baseline)
         volume = front_volume(done, reference, extended=False)
@@ -454,13 +453,23 @@ class Recorder(Callback):
                 )
             self.mlflow_ok = False
 
+    def _push(self, *names: str) -> None:
+        """Copy to the object store (if any); on failure everything stays in the local mirror
+        and the next push (or --resume) catches up."""
+        try:
+            self.settings.store.push(*names)
+        except SteerfrontError as exc:
+            print(f"steerfront: warning: {exc}; kept in {self.folder}", file=sys.stderr)
+
     def finish(self) -> dict:
-        from steerfront.search.report import write_results
+        from steerfront.search.report import RESULT_FILES, write_results
 
         self._sync_mlflow()
-        return write_results(
+        summary = write_results(
             self.folder, self.records, self.search_setup, self.tracker, self.settings
         )
+        self._push(*RESULT_FILES)
+        return summary
 
 
 def _volumes(volumes: dict[str, float]) -> str:

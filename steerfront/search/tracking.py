@@ -37,11 +37,16 @@ METRICS = (
 
 def tracking_uri(given: str | None, storage: str) -> str:
     """The MLflow store: as given, else MLFLOW_TRACKING_URI, else SQLite in the storage folder."""
-    return (
-        given
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
-    )
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    if "://" in storage:
+        raise SteerfrontError(
+            f"storage {storage}: the default MLflow store (SQLite beside the results) cannot "
+            "live in an object store; give --tracking-uri (an MLflow server) or set "
+            "MLFLOW_TRACKING_URI"
+        )
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
 
 
 def _local_artifacts(tracking_uri: str, root: Path | None) -> str | None:

@@ -25,6 +25,7 @@ from steerfront.lm import LM, load_model
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
 from steerfront.scoring.evaluate import PrefixCache, evaluate
+from steerfront.search.storage import Store
 
 SCORED_SPLITS = ("val", "test")
 DENSE_SPAN = 0.5  # the dense values of m cover this fraction of the form's m range
@@ -42,11 +43,16 @@ class SearchSetup:
     val_fraction: float
     test_fraction: float
     seed: int
-    folder: str  # absolute path of the search's storage folder (the cache lives there)
+    storage: str  # where searches live: an absolute path or an object-store URI
+    name: str  # the search's name (its folder in `storage`; the cache lives there)
     baseline: dict[str, float]  # unsteered metrics per split, e.g. "val_util_odds"
     device: str | None = None
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
+
+    @property
+    def store(self) -> Store:
+        return Store(self.storage, self.name)
 
     def splits(self) -> Splits:
         pairs = load_concept(self.concept, self.fmt)
@@ -100,17 +106,32 @@ def train_key(spec: TrainSpec, model: str, dataset: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def cached(store: Store, key: str, required: bool = False) -> Path | None:
+    """The local path of the trained intervention `key` in a search's cache (fetched from an
+    object store if need be); None, or with `required` an error, if it was never trained."""
+    path = store.local / "cache" / key
+    names = (f"cache/{key}.json", f"cache/{key}.safetensors")  # tensors mark a whole entry
+    if (store.local / names[1]).is_file() or store.pull(*names):
+        return path
+    if required:
+        where = store.uri or store.local
+        raise SteerfrontError(f"trained intervention {key} is missing from {where}/cache")
+    return None
+
+
 def obtain(
-    lm: LM, splits: Splits, spec: TrainSpec, cache_dir: Path, node: str
+    lm: LM, splits: Splits, spec: TrainSpec, store: Store, node: str
 ) -> tuple[Intervention, bool]:
     """The intervention for `spec`, from the search's cache or freshly trained (on `node`)
     and stored there for every worker of the search, on any node."""
-    path = cache_dir / train_key(spec, lm.spec, splits.train.fingerprint)
-    if path.with_suffix(".safetensors").is_file():
+    key = train_key(spec, lm.spec, splits.train.fingerprint)
+    path = cached(store, key)
+    if path is not None:
         return load_intervention(path, lm), True
     intervention = fit(lm, splits.train, spec)
     intervention.meta["node"] = node
-    save_intervention(intervention, path, lm)
+    save_intervention(intervention, store.local / "cache" / key, lm)
+    store.push(f"cache/{key}.json", f"cache/{key}.safetensors")
     return intervention, False
 
 
@@ -132,7 +153,7 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     spec = train_spec(config, setup.seed)
     node = ray.get_runtime_context().get_node_id()
     started = time.perf_counter()
-    intervention, hit = obtain(lm, splits, spec, Path(setup.folder) / "cache", node)
+    intervention, hit = obtain(lm, splits, spec, setup.store, node)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     m = float(config["m"])
@@ -184,10 +205,10 @@ def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
     if not todo:
         return
     encoded = encode_pairs(lm.tokenizer, setup.splits().test)
-    cache = PrefixCache()
+    cache, store = PrefixCache(), setup.store
     for key in sorted({r["train_key"] for r in todo}):
         group = [r for r in todo if r["train_key"] == key]
-        intervention = load_intervention(Path(setup.folder) / "cache" / key, lm)
+        intervention = load_intervention(cached(store, key, required=True), lm)
         grid = sorted({r["m"] for r in group})
         metrics = score(lm, encoded, intervention, grid, cache, setup.baseline, "test")
         for r in group:

@@ -143,10 +143,15 @@ CASES = {
     "trials 0": ({}, ["search", "--trials", "0"], "--trials must be at least 1"),
     "bad sampler": ({}, ["search", "--sampler", "grid"], "invalid choice: 'grid'"),
     "bad address": ({}, ["search", "--address", "nohost"], "expected HOST:PORT"),
-    "object-store storage": (
+    "object store without a tracking server": (
         {},
         ["search", "--storage", "s3://bucket/runs"],
-        "object-store URIs are not supported",
+        "cannot live in an object store; give --tracking-uri",
+    ),
+    "unknown storage scheme": (
+        {},
+        ["search", "--storage", "nosuch://bucket/runs", "--tracking-uri", "sqlite:///{tmp}/m.db"],
+        "storage nosuch://bucket/runs: ",
     ),
     "bad m grid": (
         {},
