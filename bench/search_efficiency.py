@@ -75,7 +75,7 @@ def bench_space(path: str | None, layers: list[int] | None) -> SearchSpace:
     return space
 
 
-def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int, cache: Path) -> dict:
+def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dict:
     """Every (form, layer) trained once and scored at `m_values` values of m in one pass."""
     started = time.perf_counter()
     setup, layers = prepare(space, settings)
@@ -90,7 +90,7 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int, cache:
             fixed = FixedTrial({"form": form, "layer": layer, f"m_{form}": grid[0]})
             config = Sampler(space, layers)(fixed)
             spec = train_spec(config, setup.seed)
-            intervention, _ = obtain(lm, splits, spec, cache, "bench")
+            intervention, _ = obtain(lm, splits, spec, settings.store, "bench")
             keys.add(train_key(spec, lm.spec, splits.train.fingerprint))
             scores = score(lm, encoded, intervention, grid, prefixes, setup.baseline, "val")
             rows += [{"form": form, "layer": layer, "m": m, **scores[m]} for m in grid]
@@ -160,8 +160,6 @@ def main() -> None:
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)  # fresh runs, fresh cache: timings comparable
-    cache = out / "cache"
-    cache.mkdir(parents=True)
     layers = [int(v) for v in args.layers.split(",")] if args.layers else None
     space = bench_space(args.space, layers)
     if not layers:
@@ -186,7 +184,9 @@ def main() -> None:
         )
 
     print(f"grid: {space.forms} x layers {space.layers} x {args.m_values} values of m", flush=True)
-    results = {"grid": run_grid(space, settings("grid"), args.m_values, cache)}
+    grid = settings("grid")
+    results = {"grid": run_grid(space, grid, args.m_values)}
+    cache = grid.folder / "cache"  # the grid trained every intervention the searches need
     budget = max(1, round(args.fraction * results["grid"]["trials"]))
     strategies = [*SEARCHES, ("tpe_extended", "tpe", args.dense_m)]
     for name, sampler, dense_m in strategies:
