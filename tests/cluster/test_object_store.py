@@ -83,9 +83,10 @@ def read_trials(fs: pafs.FileSystem) -> list[dict]:
 def test_search_keeps_everything_in_the_store_and_nodes_share_its_cache(
     tmp_path, tiny_model_dir, s3, head_node, monkeypatch, capsys
 ):
-    """A search starts on a one-node cluster and its driver is killed after its first trial;
-    a second node (own, empty mirror) joins; the resumed search (from another machine's empty
-    mirror) runs trials on both nodes, the new node's with the intervention the first trained."""
+    """A search starts on a one-node cluster and its driver is killed once its first training
+    reached the store; a second node (own, empty mirror) joins; the resumed search (from
+    another machine's empty mirror) runs trials on both nodes, the new node's with the
+    intervention the first trained."""
     cluster, head_mirror = head_node
     monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path / "mirror-driver"))
     storage = f"s3://{BUCKET}/runs"
@@ -102,14 +103,14 @@ def test_search_keeps_everything_in_the_store_and_nodes_share_its_cache(
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not read_trials(s3):
+    while not (trained := [k for k in keys(s3, "runs/s3") if k.endswith(".safetensors")]):
         assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read()
         time.sleep(0.1)
     driver.kill()
     driver.wait()
-    before = read_trials(s3)
-    assert 1 <= len(before) < 12
-    head = before[0]["node"]
+    assert len(read_trials(s3)) < 12
+    with s3.open_input_stream(f"{BUCKET}/runs/s3/{trained[0][: -len('.safetensors')]}.json") as f:
+        head = json.loads(f.read())["meta"]["node"]  # where it was trained
 
     cluster.add_node(num_cpus=1, env_vars={"STEERFRONT_CACHE": str(tmp_path / "mirror-worker")})
     cluster.wait_for_nodes()
@@ -120,7 +121,7 @@ def test_search_keeps_everything_in_the_store_and_nodes_share_its_cache(
     trials = read_trials(s3)
     assert len({t["trial_id"] for t in trials}) == 12 == summary["trials"]
     assert all(t["status"] == "done" for t in trials)
-    assert summary["trainings"] == 1
+    assert summary["trainings"] <= 1  # 0 if the driver died before the training trial was kept
     moved = [t for t in trials if t["node"] != head]
     assert moved, "the second node ran no trial"
     assert all(t["cache_hit"] and t["trained_on"] == head for t in moved)
