@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary name beside `path`, then rename: readers (other workers, a
+    later resume) never see half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_bytes(data)
+    temp.replace(path)
 
 
 @contextmanager

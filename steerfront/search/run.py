@@ -26,6 +26,7 @@ from ray.tune import Callback
 from steerfront.data import encode_pairs
 from steerfront.defaults import SEARCH
 from steerfront.errors import SteerfrontError
+from steerfront.files import write_atomic
 from steerfront.lm import load_model
 from steerfront.scoring.evaluate import evaluate
 from steerfront.search.best import front_volume, read_trials, volume_reference
@@ -136,8 +137,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
                 **setup.baseline,
             }
         )
-        _write_json(
-            state_file,
+        document = json.dumps(
             {
                 "settings": asdict(settings),
                 "space": space.model_dump(mode="json"),
@@ -145,7 +145,9 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
                 "layers": layers,
                 "parent_run_id": tracker.parent_run_id,
             },
+            indent=2,
         )
+        write_atomic(state_file, document.encode())
         store.push(STATE)
     recorder = Recorder(folder, tracker, setup, settings)
     interrupted = False
@@ -198,12 +200,6 @@ def prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, 
         baseline[f"{name}_pref_odds"] = row["pref_odds"]
         baseline[f"{name}_util_odds"] = row["util_odds"]
     return SearchSetup(**{**asdict(setup), "baseline": baseline}), layers
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=2))
-    temp.replace(path)
 
 
 def _tune(
@@ -504,7 +500,7 @@ SCHEMA = pa.schema(
 
 def _write_table(path: Path, records: list[dict]) -> None:
     """Every trial, every field, with one fixed schema (failed trials have no metrics)."""
-    temp = path.with_name(f".{path.name}.tmp")
     rows = [{name: record.get(name) for name in SCHEMA.names} for record in records]
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), temp)
-    temp.replace(path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    write_atomic(path, sink.getvalue().to_pybytes())

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerfront.errors import SteerfrontError
+from steerfront.files import write_atomic
 
 MIN_FREE_BYTES = 256 * 2**20  # trained interventions, results, Ray state
 
@@ -105,10 +106,8 @@ class Store:
             return False
         target = self.local / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.part")  # readers never see half
         with self.fs.open_input_stream(key) as source:
-            temp.write_bytes(source.read())
-        temp.replace(target)
+            write_atomic(target, source.read())
         return True
 
     def _call(self, action: Callable[[object], bool], arg: object) -> bool:
