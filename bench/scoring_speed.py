@@ -4,8 +4,9 @@ On the default model at layer L/2 with 9 values of m, for 100 pairs of the Psych
 (../shared/datasets) and 100 pairs of the built-in free-text `sentiment` set, it times, side by
 side in one run: (a) one pair, one completion, one m at a time through the full model; (b) every
 pair, completion and m through the full model, batched; (c) steerfront's evaluator. It prints
-both ratios and the largest difference in pref_odds / util_odds between (a) and (c); the last
-line is JSON {"vs_reference", "vs_batched", "max_diff"} (the worse data set for each).
+both ratios and the largest difference in pref_odds / util_odds between (a) and (c), and the
+ratio of weight multiply-adds (a) / (c): the speed-up to expect where matmuls dominate (a CPU).
+The last line is JSON {"vs_reference", "vs_batched", "max_diff"} (the worse data set for each).
 Targets: vs_reference >= 8, vs_batched >= 3, max_diff <= 1e-3.
 
     .venv/bin/python bench/scoring_speed.py [--pairs 100]
@@ -83,6 +84,26 @@ def ours(lm, encoded, intervention) -> LogOdds:
     return evaluate(lm, encoded, intervention, GRID)
 
 
+def multiply_adds(lm, encoded, layer: int) -> tuple[float, float]:
+    """Weight multiply-adds of (a) and (c), counted from token counts and layer sizes.
+
+    (a) runs prompt + completion through every layer and the head at every position, once per
+    completion and m; (c) runs prompt + both completions (packed) through the layers below
+    `layer` once, through the others once per m, and the head only at the scored positions;
+    a completion's last token is never fed (nothing is scored after it).
+    """
+    block = sum(p.numel() for p in lm.layers[0].parameters())  # per token, per layer
+    head = lm.model.get_output_embeddings().weight.numel()
+    above, k = lm.n_layers - layer, len(GRID)
+    ref = ours = 0.0
+    for e in encoded:
+        p, cp, cn = len(e.prompt), len(e.positive), len(e.negative)
+        ref += k * (2 * p + cp + cn) * (lm.n_layers * block + head)
+        packed = p + cp + cn - 2
+        ours += packed * layer * block + k * (packed * above * block + (cp + cn) * head)
+    return ref, ours
+
+
 def _log_odds(encoded, l_p, l_n) -> LogOdds:
     n = len(encoded)
     return LogOdds(
@@ -123,10 +144,12 @@ def main() -> None:
         diff = max(np.abs(ref.pref - fast.pref).max(), np.abs(ref.util - fast.util).max())
         vs_ref = seconds["reference"] / seconds["steerfront"]
         vs_batched = seconds["batched"] / seconds["steerfront"]
+        ref_work, our_work = multiply_adds(lm, encoded, layer)
         print(
             f"{name:<12} {len(encoded)} pairs: reference {seconds['reference']:.1f} s, "
             f"batched {seconds['batched']:.1f} s, steerfront {seconds['steerfront']:.1f} s; "
-            f"vs_reference {vs_ref:.1f}x, vs_batched {vs_batched:.1f}x, max_diff {diff:.1e}"
+            f"vs_reference {vs_ref:.1f}x, vs_batched {vs_batched:.1f}x, max_diff {diff:.1e}; "
+            f"multiply-adds reference / steerfront {ref_work / our_work:.1f}x"
         )
         worst["vs_reference"] = min(worst["vs_reference"], round(vs_ref, 2))
         worst["vs_batched"] = min(worst["vs_batched"], round(vs_batched, 2))
