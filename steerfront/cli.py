@@ -214,29 +214,13 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     front = commands.add_parser("front", help="print a search's Pareto front")
-    front.add_argument("search", help="search name (or its folder)")
-    front.add_argument(
-        "--storage",
-        default=SEARCH["storage"],
-        help=f"folder of searches (default: {SEARCH['storage']})",
-    )
-    front.add_argument(
-        "--plain",
-        action="store_true",
-        help="the plain front (trials' own results) instead of the extended front "
-        "(default: extended)",
-    )
+    _add_finished_search(front)
     front.add_argument("--json", action="store_true", help="print the front as JSON")
 
     best = commands.add_parser(
         "best", help="pick one configuration from a search's front and export it"
     )
-    best.add_argument("search", help="search name (or its folder)")
-    best.add_argument(
-        "--storage",
-        default=SEARCH["storage"],
-        help=f"folder of searches (default: {SEARCH['storage']})",
-    )
+    _add_finished_search(best)
     best.add_argument(
         "--rule",
         choices=("max-pref", "knee"),
@@ -249,12 +233,6 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=SEARCH["max_util_drop"],
         help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
-    )
-    best.add_argument(
-        "--plain",
-        action="store_true",
-        help="pick from the plain front (trials' own results) instead of the extended front "
-        "(default: extended)",
     )
     best.add_argument("--out", default=None, help="export folder (default: SEARCH/best)")
     best.add_argument("--json", action="store_true", help="print the pick as JSON")
@@ -293,6 +271,22 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     )
     generate.add_argument(
         "--max-new-tokens", type=int, default=60, help="answer length limit (default: 60)"
+    )
+
+
+def _add_finished_search(parser: argparse.ArgumentParser) -> None:
+    """The arguments `front` and `best` share: which search, and which of its fronts."""
+    parser.add_argument("search", help="search name (or its folder)")
+    parser.add_argument(
+        "--storage",
+        default=SEARCH["storage"],
+        help=f"folder or object-store URI of searches (default: {SEARCH['storage']})",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="the plain front (trials' own results) instead of the extended front "
+        "(default: extended)",
     )
 
 

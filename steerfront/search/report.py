@@ -136,25 +136,17 @@ def plot_front(
     fig, ax = plt.subplots(figsize=(7, 5))
     dense = [r for r in points(done, extended=True) if r["dense"]]
     for form, colour in _COLOURS.items():
-        rows = [r for r in dense if r["form"] == form]
-        if rows:
-            ax.scatter(
-                [r["pref_odds"] for r in rows],
-                [r["util_odds"] for r in rows],
-                s=5,
-                color=colour,
-                alpha=0.35,
-            )
-        rows = [r for r in done if r["form"] == form]
-        if rows:
-            ax.scatter(
-                [r["pref_odds"] for r in rows],
-                [r["util_odds"] for r in rows],
-                s=22,
-                color=colour,
-                label=form,
-                alpha=0.8,
-            )
+        for group, size, alpha, label in ((dense, 5, 0.35, None), (done, 22, 0.8, form)):
+            rows = [r for r in group if r["form"] == form]
+            if rows:
+                ax.scatter(
+                    [r["pref_odds"] for r in rows],
+                    [r["util_odds"] for r in rows],
+                    s=size,
+                    color=colour,
+                    label=label,
+                    alpha=alpha,
+                )
     for rows, style, label in (
         (plain, "-", "Pareto front (trials)"),
         (extended if dense else [], "--", "extended front (dense m, small dots)"),
