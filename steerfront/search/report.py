@@ -11,7 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
@@ -20,11 +19,11 @@ from steerfront.lm import load_model  # noqa: E402
 from steerfront.search.best import (  # noqa: E402
     export,
     front,
+    front_volume,
     pick,
     points,
     volume_reference,
 )
-from steerfront.search.pareto import hypervolume  # noqa: E402
 from steerfront.search.trial import SearchSetup, cached, score_test  # noqa: E402
 
 if TYPE_CHECKING:
@@ -48,8 +47,7 @@ def write_results(
     plain = front(points(done, extended=False))
     extended = front(points(done, extended=True))
     lm = load_model(settings.model) if done else None
-    if any(r["dense"] for r in extended):
-        score_test(extended, setup, lm)
+    score_test(extended, setup, lm)  # dense points reach the front without test scores
     _write_front(folder / "front.parquet", plain, extended)
     reference = volume_reference(done, setup.baseline)
     volumes = _volume_history(done, reference, extended=False)
@@ -120,12 +118,7 @@ def _volume_history(
     done: list[dict], reference: tuple[float, float], extended: bool
 ) -> list[float]:
     """Hypervolume of the plain or extended front after each finished trial."""
-    history, rows = [], []
-    for record in done:
-        rows += points([record], extended)
-        xy = np.array([[r["pref_odds"], r["util_odds"]] for r in rows], dtype=float)
-        history.append(hypervolume(xy, reference))
-    return history
+    return [front_volume(done[: i + 1], reference, extended) for i in range(len(done))]
 
 
 def plot_front(
