@@ -84,23 +84,26 @@ def ours(lm, encoded, intervention) -> LogOdds:
     return evaluate(lm, encoded, intervention, GRID)
 
 
-def multiply_adds(lm, encoded, layer: int) -> tuple[float, float]:
+def multiply_adds(lm, encoded, intervention) -> tuple[float, float]:
     """Weight multiply-adds of (a) and (c), counted from token counts and layer sizes.
 
     (a) runs prompt + completion through every layer and the head at every position, once per
-    completion and m; (c) runs prompt + both completions (packed) through the layers below
-    `layer` once, through the others once per m, and the head only at the scored positions;
-    a completion's last token is never fed (nothing is scored after it).
+    completion and m; (c) runs prompt + both completions (packed) through the layers below the
+    intervention's `start` once, through the others once per m, the last block's MLP and the
+    head only at the scored positions; a completion's last token is never fed (nothing is
+    scored after it).
     """
     block = sum(p.numel() for p in lm.layers[0].parameters())  # per token, per layer
+    mlp = sum(p.numel() for p in lm.layers[-1].mlp.parameters())
     head = lm.model.get_output_embeddings().weight.numel()
-    above, k = lm.n_layers - layer, len(GRID)
+    start, k = intervention.start, len(GRID)
     ref = ours = 0.0
     for e in encoded:
         p, cp, cn = len(e.prompt), len(e.positive), len(e.negative)
         ref += k * (2 * p + cp + cn) * (lm.n_layers * block + head)
-        packed = p + cp + cn - 2
-        ours += packed * layer * block + k * (packed * above * block + (cp + cn) * head)
+        packed, kept = p + cp + cn - 2, cp + cn - 1  # both completions start from p - 1
+        suffix = packed * (lm.n_layers - start) * block - (packed - kept) * mlp
+        ours += packed * start * block + k * (suffix + (cp + cn) * head)
     return ref, ours
 
 
@@ -144,7 +147,7 @@ def main() -> None:
         diff = max(np.abs(ref.pref - fast.pref).max(), np.abs(ref.util - fast.util).max())
         vs_ref = seconds["reference"] / seconds["steerfront"]
         vs_batched = seconds["batched"] / seconds["steerfront"]
-        ref_work, our_work = multiply_adds(lm, encoded, layer)
+        ref_work, our_work = multiply_adds(lm, encoded, intervention)
         print(
             f"{name:<12} {len(encoded)} pairs: reference {seconds['reference']:.1f} s, "
             f"batched {seconds['batched']:.1f} s, steerfront {seconds['steerfront']:.1f} s; "

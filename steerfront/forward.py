@@ -70,10 +70,13 @@ class PackedBatch:
         return PackedBatch(**fields)
 
     def select(self, rows: slice) -> PackedBatch:
-        """A sub-batch of rows (its padding may exceed the rows' own lengths)."""
-        return PackedBatch(
-            **{name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
-        )
+        """A sub-batch of rows, trimmed to their own longest sequence (length-sorted rows
+        then carry little padding)."""
+        width = int(self.lengths[rows].max())
+        fields = {name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
+        fields["input_ids"] = fields["input_ids"][:, :width]
+        fields["position_ids"] = fields["position_ids"][:, :width]
+        return PackedBatch(**fields)
 
     def to(self, device: torch.device) -> PackedBatch:
         return replace(self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
@@ -172,30 +175,28 @@ def completion_logprobs(
     """Per-token log-probabilities of both completions (zero where a row has no token).
 
     With `hidden` (the frozen prefix of `batch` at `layer`) only layers `layer..L-1` run;
-    without it, the whole model runs. Logits are computed only at scored positions.
+    without it, the whole model runs. The head runs only at scored positions, padding excluded,
+    and the log-normaliser is a logsumexp (no full log-softmax table is written).
     """
     mask = batch.mask(lm.dtype)
+    valid = torch.cat([batch.pos_valid, batch.neg_valid], dim=1)
+    rows, cols = valid.nonzero(as_tuple=True)
+    at = torch.cat([batch.pos_at, batch.neg_at], dim=1)[rows, cols]
+    tok = torch.cat([batch.pos_tok, batch.neg_tok], dim=1)[rows, cols]
     if hidden is None:  # the plain way: every layer, logits at every position
         logits = lm.model(
             input_ids=batch.input_ids,
             attention_mask=mask,
             position_ids=batch.position_ids,
             use_cache=False,
-        ).logits
-        pick = [
-            logits.gather(1, at[..., None].expand(-1, -1, logits.shape[-1]))
-            for at in (batch.pos_at, batch.neg_at)
-        ]
+        ).logits[rows, at]
     else:
-        final = lm.suffix(hidden, layer, mask, batch.position_ids)
-        pick = [
-            lm.head(final.gather(1, at[..., None].expand(-1, -1, final.shape[-1])))
-            for at in (batch.pos_at, batch.neg_at)
-        ]
-    out = []
-    for logits, tok, valid in zip(
-        pick, (batch.pos_tok, batch.neg_tok), (batch.pos_valid, batch.neg_valid), strict=True
-    ):
-        picked = torch.log_softmax(logits.float(), dim=-1).gather(2, tok[..., None])[..., 0]
-        out.append(torch.where(valid, picked, torch.zeros_like(picked)))
-    return out[0], out[1]
+        keep = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        keep[rows, at] = True
+        final = lm.suffix(hidden, layer, mask, batch.position_ids, keep=keep)
+        logits = lm.head(final[rows, at])
+    logits = logits.float()
+    picked = logits.gather(1, tok[:, None])[:, 0] - logits.logsumexp(-1)
+    out = torch.zeros(valid.shape, dtype=picked.dtype, device=picked.device)
+    out = out.index_put((rows, cols), picked)
+    return out[:, : batch.pos_valid.shape[1]], out[:, batch.pos_valid.shape[1] :]

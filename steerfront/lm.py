@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +89,10 @@ class LM:
         """Residual stream entering `layer` (what no intervention at `layer` can change).
 
         Runs the model's own forward (so embedding scaling and the like stay exact) and stops
-        at `layer`. `attention_mask` is a 4D additive mask, as for `suffix`.
+        at `layer`; `layer = L` gives the stream entering the final norm. `attention_mask` is a
+        4D additive mask, as for `suffix`.
         """
-        self.check_layer(layer)
+        entry = self._entry(layer)
         self._check_window(input_ids.shape[1])
         captured: list[torch.Tensor] = []
 
@@ -99,7 +100,7 @@ class LM:
             captured.append(args[0] if args else kwargs["hidden_states"])
             raise _StopForward
 
-        handle = self.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
+        handle = entry.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             self.model.model(
                 input_ids=input_ids,
@@ -120,23 +121,35 @@ class LM:
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
         stop: int | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run layers `layer..stop-1` on `hidden` (the stream entering `layer`).
 
         Without `stop`, every remaining layer runs and the final norm follows. `attention_mask`
-        is a 4D additive mask (batch, 1, query, key); `position_ids` is (batch, T).
+        is a 4D additive mask (batch, 1, query, key); `position_ids` is (batch, T). With `keep`
+        (batch, T), true where the final state is used, the last block's MLP runs only there:
+        nothing attends to its output, so the other positions are left unset.
         """
+        self._entry(layer)
         self._check_window(hidden.shape[1])
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
-        for block in self.layers[self.check_layer(layer) : stop]:
-            out = block(
-                hidden,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                position_embeddings=position_embeddings,
-            )
+        for block in self.layers[layer:stop]:
+            last = stop is None and block is self.layers[-1] and keep is not None
+            with _only_at(block.mlp, keep) if last else nullcontext():
+                out = block(
+                    hidden,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    position_embeddings=position_embeddings,
+                )
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden if stop is not None else self.model.model.norm(hidden)
+
+    def _entry(self, layer: int) -> nn.Module:
+        """The module the stream entering `layer` flows into: block `layer`, or the final norm."""
+        if layer == self.n_layers:
+            return self.model.model.norm
+        return self.layers[self.check_layer(layer)]
 
     def _check_window(self, tokens: int) -> None:
         """Our 4D masks carry no sliding window: refuse sequences that would need one."""
@@ -165,6 +178,30 @@ def _quiet_loading() -> Iterator[None]:
         yield
     finally:
         hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def _only_at(module: nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """Run a position-wise `module` only where `keep` (batch, T) is true, rows kept apart (a
+    per-row `m` still applies); elsewhere its output is left unset."""
+    count = int(keep.sum(1).max())
+    # Per row, the kept columns first; a row with fewer fills up with columns not kept.
+    cols = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :count, None]
+
+    def gather(_module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        return (x.gather(1, cols.expand(-1, -1, x.shape[-1])), *args[1:])
+
+    def scatter(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        full = out.new_zeros(keep.shape[0], keep.shape[1], out.shape[-1])
+        return full.scatter(1, cols.expand(-1, -1, out.shape[-1]), out)
+
+    handles = [module.register_forward_pre_hook(gather), module.register_forward_hook(scatter)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class _StopForward(Exception):

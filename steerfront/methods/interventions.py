@@ -38,6 +38,17 @@ class Intervention:
     def rank(self) -> int | None:
         return self.params["A"].shape[0] if self.form == "lora" else None
 
+    @property
+    def start(self) -> int:
+        """The first layer steering changes, where the frozen prefix ends: a vector enters the
+        stream after block `layer`, so that block is unsteered; the other forms act inside it."""
+        return self.layer + 1 if self.form == "vector" else self.layer
+
+    def enter(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The stream entering layer `start`, steered (block `layer`'s hook never runs when a
+        vector's suffix starts after it; the other forms steer inside the suffix)."""
+        return self._scaled(hidden, hidden) if self.form == "vector" else hidden
+
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 

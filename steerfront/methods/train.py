@@ -84,9 +84,10 @@ def train(
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     batches = [b.to(lm.device) for b in pack(encoded, max_rows=spec.batch_size)]
-    hidden = frozen_prefix(lm, batches, spec.layer) if use_frozen_prefix else [None] * len(batches)
-    reference = _unsteered(lm, batches, hidden, spec) if spec.objective.name == "reps" else None
     intervention = init_intervention(spec.form, lm, spec.layer, spec.rank, spec.seed, meta)
+    start = intervention.start if use_frozen_prefix else 0
+    hidden = frozen_prefix(lm, batches, start) if use_frozen_prefix else [None] * len(batches)
+    reference = _unsteered(lm, batches, hidden, start) if spec.objective.name == "reps" else None
     params = intervention.parameters()
     for p in params:
         p.requires_grad_(True)
@@ -105,8 +106,10 @@ def train(
                 a = factors[torch.randint(len(factors), (len(rows),), generator=generator)]
                 sign = torch.tensor([1.0, -1.0]).repeat(len(batches[i]))
                 intervention.m = (sign * a).to(lm.device)
-                h = None if hidden[i] is None else hidden[i].repeat_interleave(2, dim=0)
-                lp, ln = completion_logprobs(lm, rows, spec.layer, h)
+                h = hidden[i]
+                if h is not None:
+                    h = intervention.enter(h.repeat_interleave(2, dim=0))
+                lp, ln = completion_logprobs(lm, rows, start, h)
                 ref = None if reference is None else reference[i].repeat_interleave(2, dim=0)
                 loss = _loss(spec.objective, rows, lp, ln, sign.to(lm.device) > 0, ref)
                 step += 1
@@ -130,13 +133,11 @@ def train(
 
 
 @torch.no_grad()
-def _unsteered(
-    lm: LM, batches: list[PackedBatch], hidden: list, spec: TrainSpec
-) -> list[torch.Tensor]:
+def _unsteered(lm: LM, batches: list[PackedBatch], hidden: list, start: int) -> list[torch.Tensor]:
     """Per pair (sum log P(A_p), sum log P(A_n)) under the unsteered model, for RePS."""
     out = []
     for batch, h in zip(batches, hidden, strict=True):
-        lp, ln = completion_logprobs(lm, batch, spec.layer, h)
+        lp, ln = completion_logprobs(lm, batch, start, h)
         out.append(torch.stack([lp.sum(1), ln.sum(1)], dim=1))
     return out
 

@@ -79,9 +79,9 @@ def evaluate(
         raise SteerfrontError("no pairs to score (the pair set is empty)")
     if intervention is not None:
         check_fits(intervention, lm)
-    layer = intervention.layer if intervention is not None else 0
+    start = intervention.start if intervention is not None else 0
     cache = cache if cache is not None else PrefixCache()
-    batches, hidden = cache.get(lm, encoded, layer, progress)
+    batches, hidden = cache.get(lm, encoded, start, progress)
     # Unsteered, every m gives the same scores: score once, then repeat.
     k = len(grid) if intervention is not None else 1
     l_p, l_n = np.zeros((len(encoded), k)), np.zeros((len(encoded), k))
@@ -90,10 +90,15 @@ def evaluate(
     for batch, h in zip(batches, hidden, strict=True):
         bar.update(len(batch))
         step = max(1, TOKENS_PER_BATCH // (k * batch.input_ids.shape[1]))
-        for start in range(0, len(batch), step):
-            rows = batch.select(slice(start, start + step))
+        for first in range(0, len(batch), step):
+            rows = batch.select(slice(first, first + step))
             lp, ln = _steered_logprobs(
-                lm, rows.repeat(k), layer, h[start : start + step], intervention, m_rows
+                lm,
+                rows.repeat(k),
+                start,
+                h[first : first + step, : rows.input_ids.shape[1]],
+                intervention,
+                m_rows,
             )
             lp, ln = -lp.sum(1), -ln.sum(1)
             if per_token:
@@ -115,14 +120,15 @@ def evaluate(
 def _steered_logprobs(
     lm: LM,
     rows: PackedBatch,
-    layer: int,
+    start: int,
     hidden: torch.Tensor,
     intervention: Intervention | None,
     m_rows: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Completion log-probs for rows that repeat each pair once per value in `m_rows`."""
+    """Completion log-probs for rows that repeat each pair once per value in `m_rows`;
+    `hidden` is the stream entering layer `start`."""
     hidden = hidden.repeat_interleave(len(m_rows), dim=0)
     if intervention is None:
-        return completion_logprobs(lm, rows, layer, hidden)
+        return completion_logprobs(lm, rows, start, hidden)
     with intervention.attached(lm, m=m_rows.repeat(len(rows) // len(m_rows))):
-        return completion_logprobs(lm, rows, layer, hidden)
+        return completion_logprobs(lm, rows, start, intervention.enter(hidden))

@@ -55,9 +55,13 @@ def test_split_buys_preference_in_the_direction_of_m(tiny_lm, form):
     assert mean_pref(-1.0) + 0.1 < mean_pref(0.0) < mean_pref(1.0) - 0.1
 
 
-def test_frozen_prefix_training_equals_full_model_training(tiny_lm):
-    encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)
-    spec = TrainSpec(form="local_weight", layer=2, batch_size=4)
+@pytest.mark.parametrize("form", ["vector", "lora", "local_weight"])
+@pytest.mark.parametrize("layer", [1, 3])
+def test_frozen_prefix_training_equals_full_model_training(tiny_lm, form, layer):
+    # Single-token completions too: both are predicted from the same position.
+    ab = tuple(PolarityPair(p.prompt, "A", "B") for p in PAIRS.pairs[:4])
+    encoded = encode_pairs(tiny_lm.tokenizer, PairSet("mixed", PAIRS.pairs[4:] + ab))
+    spec = TrainSpec(form=form, layer=layer, batch_size=4)
     ours = train(tiny_lm, encoded, spec)
     plain = train(tiny_lm, encoded, spec, use_frozen_prefix=False)
     for name in ours.params:

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from steerfront import forward
 from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
 from steerfront.methods import FORMS, init_intervention
+from steerfront.scoring import evaluate as evaluate_module
 from steerfront.scoring.evaluate import PrefixCache, evaluate
 from steerfront.scoring.reference import reference_nll
 
@@ -38,11 +40,15 @@ def reference(lm, encoded, intervention, m, per_token=False):
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_equals_the_plain_reference(tiny_lm, form):
+@pytest.mark.parametrize("layer", [1, -1])  # a vector at the last layer leaves only the norm
+@pytest.mark.parametrize("tokens_per_batch", [4096, 150])  # one batch; many, trimmed per step
+def test_equals_the_plain_reference(tiny_lm, form, layer, tokens_per_batch, monkeypatch):
+    monkeypatch.setattr(forward, "TOKENS_PER_BATCH", tokens_per_batch)
+    monkeypatch.setattr(evaluate_module, "TOKENS_PER_BATCH", tokens_per_batch)
     encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
     single = [i for i, e in enumerate(encoded) if len(e.positive) == len(e.negative) == 1]
     assert single and len(single) < len(encoded)  # both kinds present
-    intervention = random_intervention(tiny_lm, form, layer=1)
+    intervention = random_intervention(tiny_lm, form, layer=layer % tiny_lm.n_layers)
     scores = evaluate(tiny_lm, encoded, intervention, GRID)
     for m in GRID:
         expected = reference(tiny_lm, encoded, intervention, m)
