@@ -2,9 +2,10 @@
 
 Each pair becomes one packed sequence `[prompt | positive | negative]`: the negative tokens sit
 at the same positions as the positive ones and cannot see them (a tree mask), so the prompt is
-computed once for both completions. Layers below the intervention's layer see no steering, so
-the stream entering it (the frozen prefix) is computed once and reused for every `m` and every
-training step. Training and evaluation both run on these batches.
+computed once for both completions. Layers below the first one steering changes (a vector's
+own block included) see no steering, so the stream entering it (the frozen prefix) is computed
+once and reused for every `m` and every training step. Above it, the head and the last block's
+MLP run only at scored positions. Training and evaluation both run on these batches.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The shared log-odds evaluator: every trial of every search is scored here.
 
-Fast by construction: pairs packed so both completions share one prompt, batched by length;
-the frozen prefix below the intervention's layer computed once per (pair set, layer) and kept in
-a `PrefixCache`; a whole m-grid scored as per-row multipliers in one pass; logits only at scored
+Fast by construction: pairs packed so both completions share one prompt, batched by length
+(each step trimmed to its rows' longest sequence); the frozen prefix below the first layer
+steering changes computed once per (pair set, layer) and kept in a `PrefixCache`; a whole m-grid
+scored as per-row multipliers in one pass; logits and the last block's MLP only at scored
 positions.
 """
 

@@ -77,30 +77,21 @@ def write_results(
         "mlflow_parent_run_id": tracker.parent_run_id,
     }
     try:
-        tracker.log_artifacts(_artifacts(folder))
+        _log_artifacts(tracker, folder)
         tracker.finish()
     except Exception as exc:  # MLflow down: everything stays in the folder
         print(f"steerfront: warning: MLflow artifacts not logged ({exc})", file=sys.stderr)
     return summary
 
 
-def _artifacts(folder: Path) -> Path:
-    """The parent run's artifacts: tables, figures, best.yaml and the exported intervention."""
-    out = folder / "artifacts"
-    out.mkdir(exist_ok=True)
+def _log_artifacts(tracker: Tracker, folder: Path) -> None:
+    """The parent run's artifacts: the result files as in the folder, and best.yaml also at the
+    top, where the MLflow UI shows it first."""
     for name in RESULT_FILES:
-        if (folder / name).is_file():
-            (out / name).write_bytes((folder / name).read_bytes())
-    best = folder / "best"
-    if best.is_dir():
-        for path in best.rglob("*"):
-            if path.is_file():
-                target = out / (
-                    "best.yaml" if path.name == "best.yaml" else path.relative_to(folder)
-                )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
-    return out
+        if (folder / name).exists():
+            tracker.log_artifact(folder / name)
+    if (folder / "best" / "best.yaml").is_file():
+        tracker.log_artifact(folder / "best" / "best.yaml")
 
 
 def _write_front(path: Path, plain: list[dict], extended: list[dict]) -> None:

@@ -168,8 +168,12 @@ class Tracker:
         self.client.log_metric(self.parent_run_id, key, value, step=step)
 
     @_in_turn
-    def log_artifacts(self, folder: Path) -> None:
-        self.client.log_artifacts(self.parent_run_id, str(folder))
+    def log_artifact(self, path: Path) -> None:
+        """A file, or a folder under its own name, into the parent run."""
+        if path.is_dir():
+            self.client.log_artifacts(self.parent_run_id, str(path), path.name)
+        else:
+            self.client.log_artifact(self.parent_run_id, str(path))
 
     @_in_turn
     def finish(self, status: str = "FINISHED") -> None:

@@ -109,6 +109,9 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert {"trials.parquet", "front.parquet", "pareto.png", "hypervolume.png", "best.yaml"} <= (
         artifacts
     )
+    exported = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
+    assert {"best/best.yaml", "best/intervention.safetensors"} <= exported
+    assert not (tmp_path / "runs" / "s1" / "artifacts").exists()  # logged from where they are
     assert "hypervolume" in parent.data.metrics
 
 
