@@ -2,15 +2,17 @@
 
 Each pair becomes one packed sequence `[prompt | positive | negative]`: the negative tokens sit
 at the same positions as the positive ones and cannot see them (a tree mask), so the prompt is
-computed once for both completions. Layers below the first one steering changes (a vector's
-own block included) see no steering, so the stream entering it (the frozen prefix) is computed
-once and reused for every `m` and every training step. Above it, the head and the last block's
-MLP run only at scored positions. Training and evaluation both run on these batches.
+computed once for both completions; the prompt tokens every pair starts with (a chat template's
+system turn) run once per value of m, not once per pair (`SharedPrompt`). Layers below the
+first one steering changes (a vector's own block included) see no steering, so the stream
+entering it (the frozen prefix) is computed once and reused for every `m` and every training
+step. Above it, the head and the last block's MLP run only at scored positions. Training and
+evaluation both run on these batches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -20,6 +22,9 @@ from steerfront.lm import LM
 
 # Padded tokens per batch (rows x longest sequence); large enough to keep the cores busy.
 TOKENS_PER_BATCH = 4096
+# Logits computed at once (24 MiB in fp32: 128 rows of a 49k vocabulary); larger blocks cost
+# fresh pages on every allocation and fall out of the CPU's caches between passes.
+LOGITS_PER_CHUNK = 6 << 20
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,39 @@ class PackedBatch:
 
     def to(self, device: torch.device) -> PackedBatch:
         return replace(self, **{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
+
+
+@dataclass
+class SharedPrompt:
+    """Keys and values, per layer and per value of m, of the first `length` tokens of every
+    prompt: each row's attention reads them before its own (attention calls `update` on it as
+    on a transformers cache). Empty, it records; with `rows` (per batch row, the index of its
+    m), it is read."""
+
+    length: int
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    rows: torch.Tensor | None = None
+
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *_args, **_kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rows is None:
+            self.kv[layer_idx] = key, value
+            return key, value
+        k, v = self.kv[layer_idx]
+        return torch.cat([k[self.rows], key], 2), torch.cat([v[self.rows], value], 2)
+
+    def read_by(self, rows: torch.Tensor) -> SharedPrompt:
+        return replace(self, rows=rows)
+
+
+def shared_prompt_length(encoded: list[EncodedPair]) -> int:
+    """How many tokens every prompt starts with, leaving each prompt its last token (whose
+    logits predict the completions)."""
+    first, n = encoded[0].prompt, min(len(e.prompt) for e in encoded) - 1
+    for e in encoded:
+        n = next((i for i in range(n) if e.prompt[i] != first[i]), n)
+    return n
 
 
 def _within(idx: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
@@ -171,13 +209,18 @@ def frozen_prefix(
 
 
 def completion_logprobs(
-    lm: LM, batch: PackedBatch, layer: int, hidden: torch.Tensor | None = None
+    lm: LM,
+    batch: PackedBatch,
+    layer: int,
+    hidden: torch.Tensor | None = None,
+    shared: SharedPrompt | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities of both completions (zero where a row has no token).
 
     With `hidden` (the frozen prefix of `batch` at `layer`) only layers `layer..L-1` run;
-    without it, the whole model runs. The head runs only at scored positions, padding excluded,
-    and the log-normaliser is a logsumexp (no full log-softmax table is written).
+    without it, the whole model runs. With `shared`, `hidden` starts after the shared prompt
+    tokens, whose keys and values `shared` holds. The head runs only at scored positions,
+    padding excluded, and the log-normaliser is a logsumexp (no full log-softmax table).
     """
     mask = batch.mask(lm.dtype)
     valid = torch.cat([batch.pos_valid, batch.neg_valid], dim=1)
@@ -191,13 +234,24 @@ def completion_logprobs(
             position_ids=batch.position_ids,
             use_cache=False,
         ).logits[rows, at]
+        picked = _logprob_of(logits, tok)
     else:
+        n = shared.length if shared is not None else 0
+        at = at - n
         keep = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         keep[rows, at] = True
-        final = lm.suffix(hidden, layer, mask, batch.position_ids, keep=keep)
-        logits = lm.head(final[rows, at])
-    logits = logits.float()
-    picked = logits.gather(1, tok[:, None])[:, 0] - logits.logsumexp(-1)
+        final = lm.suffix(
+            hidden, layer, mask[:, :, n:], batch.position_ids[:, n:], keep=keep, cache=shared
+        )[rows, at]
+        chunk = max(1, LOGITS_PER_CHUNK // lm.model.get_output_embeddings().weight.shape[0])
+        pieces = zip(final.split(chunk), tok.split(chunk), strict=True)
+        picked = torch.cat([_logprob_of(lm.head(f), t) for f, t in pieces])
     out = torch.zeros(valid.shape, dtype=picked.dtype, device=picked.device)
     out = out.index_put((rows, cols), picked)
     return out[:, : batch.pos_valid.shape[1]], out[:, batch.pos_valid.shape[1] :]
+
+
+def _logprob_of(logits: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """log p(tok) per row of logits (fp32)."""
+    logits = logits.float()
+    return logits.gather(1, tok[:, None])[:, 0] - logits.logsumexp(-1)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from steerfront.defaults import DEFAULT_MODEL
@@ -102,12 +104,13 @@ class LM:
 
         handle = entry.register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            self.model.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-            )
+            with fast_linear():
+                self.model.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    use_cache=False,
+                )
         except _StopForward:
             pass
         finally:
@@ -122,28 +125,33 @@ class LM:
         position_ids: torch.Tensor,
         stop: int | None = None,
         keep: torch.Tensor | None = None,
+        cache: object | None = None,
     ) -> torch.Tensor:
         """Run layers `layer..stop-1` on `hidden` (the stream entering `layer`).
 
         Without `stop`, every remaining layer runs and the final norm follows. `attention_mask`
         is a 4D additive mask (batch, 1, query, key); `position_ids` is (batch, T). With `keep`
         (batch, T), true where the final state is used, the last block's MLP runs only there:
-        nothing attends to its output, so the other positions are left unset.
+        nothing attends to its output, so the other positions are left unset. `cache` is what
+        attention calls `update(key, value, layer_idx, ...)` on (keys of earlier tokens; the
+        mask's key axis then covers them first).
         """
         self._entry(layer)
-        self._check_window(hidden.shape[1])
+        self._check_window(attention_mask.shape[-1])
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
-        for block in self.layers[layer:stop]:
-            last = stop is None and block is self.layers[-1] and keep is not None
-            with _only_at(block.mlp, keep) if last else nullcontext():
-                out = block(
-                    hidden,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    position_embeddings=position_embeddings,
-                )
-            hidden = out[0] if isinstance(out, tuple) else out
-        return hidden if stop is not None else self.model.model.norm(hidden)
+        with fast_linear():
+            for block in self.layers[layer:stop]:
+                last = stop is None and block is self.layers[-1] and keep is not None
+                with _only_at(block.mlp, keep) if last else nullcontext():
+                    out = block(
+                        hidden,
+                        attention_mask=attention_mask,
+                        position_ids=position_ids,
+                        position_embeddings=position_embeddings,
+                        cache=cache,
+                    )
+                hidden = out[0] if isinstance(out, tuple) else out
+            return hidden if stop is not None else self.model.model.norm(hidden)
 
     def _entry(self, layer: int) -> nn.Module:
         """The module the stream entering `layer` flows into: block `layer`, or the final norm."""
@@ -161,11 +169,66 @@ class LM:
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from final-normed hidden states (apply only where scored)."""
-        logits = self.model.lm_head(hidden)
+        with fast_linear():
+            logits = self.model.lm_head(hidden)
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+
+class _OneDNNLinear(TorchFunctionMode):
+    """fp32 CPU `linear` through oneDNN: the same IEEE fp32 arithmetic in another summation
+    order, but oneDNN's kernels use the widest vector units the CPU has, where MKL's sgemm
+    (ATen's default) may not: on AMD CPUs it runs its AVX2 path, at about half the speed
+    (bench/scoring_speed.py prints the ratio on the machine at hand). A weight that learns is
+    left to ATen; a frozen one (steering trains only the intervention) passes input gradients."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight, bias = _linear_args(*args, **kwargs)
+            tensors = (x, weight) if bias is None else (x, weight, bias)
+            if x.device.type == "cpu" and all(t.dtype == torch.float32 for t in tensors):
+                grads = [torch.is_grad_enabled() and t.requires_grad for t in tensors]
+                if not any(grads[1:]):
+                    return _FrozenLinear.apply(x, weight, bias) if grads[0] else _onednn(*tensors)
+        return func(*args, **kwargs)
+
+
+class _FrozenLinear(torch.autograd.Function):
+    """oneDNN linear with a gradient for its input only."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:  # noqa: ANN001
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:  # noqa: ANN001
+        (weight,) = ctx.saved_tensors
+        return _onednn(grad, weight.t()), None, None
+
+
+def _onednn(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _linear_args(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    return input, weight, bias
+
+
+def fast_linear() -> AbstractContextManager:
+    """oneDNN linear layers on x86 CPUs with oneDNN (all of PyTorch's x86 builds), else as is."""
+    x86 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return _OneDNNLinear() if x86 and torch.backends.mkldnn.is_available() else nullcontext()
 
 
 @contextmanager

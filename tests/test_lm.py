@@ -1,3 +1,5 @@
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -55,3 +57,36 @@ def test_interrupted_conversion_leaves_nothing_trusted(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         lm_module._builtin_folder()
     assert list((tmp_path / "models").iterdir()) == []
+
+
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="x86 CPUs only"
+)
+def test_fast_linear_runs_onednn_and_equals_linear():
+    from torch.profiler import profile
+
+    generator = torch.Generator().manual_seed(0)
+    x, weight, bias = (torch.randn(*s, generator=generator) for s in ((3, 50, 64), (96, 64), (96,)))
+    with profile() as trace, lm_module.fast_linear():
+        fast = torch.nn.functional.linear(x, weight, bias)
+        fast_nobias = torch.nn.functional.linear(x[0], weight)
+    assert sum(e.name == "mkldnn::_linear_pointwise" for e in trace.events()) == 2
+    torch.testing.assert_close(fast, torch.nn.functional.linear(x, weight, bias))
+    torch.testing.assert_close(fast_nobias, x[0] @ weight.T)
+
+
+def test_fast_linear_gradients_equal_torchs():
+    generator = torch.Generator().manual_seed(0)
+    x, weight, bias = (torch.randn(*s, generator=generator) for s in ((2, 4, 8), (5, 8), (5,)))
+    for learns in ((x,), (x, weight, bias)):  # a frozen layer (steering), then a learning one
+        for t in learns:
+            t.requires_grad_(True)
+        grads = []
+        for context in (lm_module.fast_linear, nullcontext):
+            with context():
+                (torch.nn.functional.linear(x, weight, bias) ** 2).sum().backward()
+            grads.append([t.grad for t in learns])
+            for t in learns:
+                t.grad = None
+        for fast, plain in zip(*grads, strict=True):
+            torch.testing.assert_close(fast, plain)

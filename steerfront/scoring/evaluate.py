@@ -1,7 +1,8 @@
 """The shared log-odds evaluator: every trial of every search is scored here.
 
 Fast by construction: pairs packed so both completions share one prompt, batched by length
-(each step trimmed to its rows' longest sequence); the frozen prefix below the first layer
+(each step trimmed to its rows' longest sequence); the prompt tokens all pairs share run once
+per m; the frozen prefix below the first layer
 steering changes computed once per (pair set, layer) and kept in a `PrefixCache`; a whole m-grid
 scored as per-row multipliers in one pass; logits and the last block's MLP only at scored
 positions.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -21,9 +23,11 @@ from steerfront.errors import SteerfrontError
 from steerfront.forward import (
     TOKENS_PER_BATCH,
     PackedBatch,
+    SharedPrompt,
     completion_logprobs,
     frozen_prefix,
     pack,
+    shared_prompt_length,
 )
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention, check_fits
@@ -87,6 +91,8 @@ def evaluate(
     k = len(grid) if intervention is not None else 1
     l_p, l_n = np.zeros((len(encoded), k)), np.zeros((len(encoded), k))
     m_rows = torch.tensor(grid[:k], dtype=torch.float32, device=lm.device)
+    shared = _shared_prompt(lm, encoded, start, hidden[0], intervention, m_rows)
+    skip = shared.length if shared is not None else 0
     bar = tqdm(total=len(encoded), desc=f"scoring {len(grid)} values of m", disable=not progress)
     for batch, h in zip(batches, hidden, strict=True):
         bar.update(len(batch))
@@ -97,9 +103,10 @@ def evaluate(
                 lm,
                 rows.repeat(k),
                 start,
-                h[first : first + step, : rows.input_ids.shape[1]],
+                h[first : first + step, skip : rows.input_ids.shape[1]],
                 intervention,
                 m_rows,
+                shared,
             )
             lp, ln = -lp.sum(1), -ln.sum(1)
             if per_token:
@@ -118,6 +125,31 @@ def evaluate(
     )
 
 
+def _shared_prompt(
+    lm: LM,
+    encoded: list[EncodedPair],
+    start: int,
+    hidden: torch.Tensor,
+    intervention: Intervention | None,
+    m_rows: torch.Tensor,
+) -> SharedPrompt | None:
+    """Run the prompt tokens all pairs share once per m, keeping their keys and values (None
+    if there are none); `hidden` is a batch's stream entering layer `start` (the same on those
+    tokens in every row, as attention is causal)."""
+    shared = SharedPrompt(shared_prompt_length(encoded))
+    n, k = shared.length, len(m_rows)
+    if n == 0:
+        return None
+    blocked = torch.finfo(lm.dtype).min
+    mask = torch.full((n, n), blocked, dtype=lm.dtype, device=lm.device).triu(1)
+    positions = torch.arange(n, device=lm.device).expand(k, n)
+    hidden = hidden[:1, :n].expand(k, n, -1)
+    with intervention.attached(lm, m=m_rows) if intervention else nullcontext():
+        steered = intervention.enter(hidden) if intervention else hidden
+        lm.suffix(steered, start, mask.expand(k, 1, n, n), positions, lm.n_layers, cache=shared)
+    return shared
+
+
 def _steered_logprobs(
     lm: LM,
     rows: PackedBatch,
@@ -125,11 +157,14 @@ def _steered_logprobs(
     hidden: torch.Tensor,
     intervention: Intervention | None,
     m_rows: torch.Tensor,
+    shared: SharedPrompt | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Completion log-probs for rows that repeat each pair once per value in `m_rows`;
-    `hidden` is the stream entering layer `start`."""
+    `hidden` is the stream entering layer `start` after the shared prompt tokens."""
     hidden = hidden.repeat_interleave(len(m_rows), dim=0)
+    if shared is not None:
+        shared = shared.read_by(torch.arange(len(rows), device=lm.device) % len(m_rows))
     if intervention is None:
-        return completion_logprobs(lm, rows, start, hidden)
+        return completion_logprobs(lm, rows, start, hidden, shared)
     with intervention.attached(lm, m=m_rows.repeat(len(rows) // len(m_rows))):
-        return completion_logprobs(lm, rows, start, intervention.enter(hidden))
+        return completion_logprobs(lm, rows, start, intervention.enter(hidden), shared)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,20 @@ MIXED = PairSet(
     + (PolarityPair("Pick one letter.", "A", "B"), PolarityPair("Say a digit", "1", "2")),
 )
 GRID = [-2.0, -0.5, 0.0, 1.0, 3.0]
+PREAMBLE = "You are a careful assistant. Answer briefly.\n"
+
+
+def prompts_of(kind, lm, monkeypatch):
+    """MIXED encoded with prompts that share one template token, a long preamble, or nothing."""
+    pairs = MIXED
+    if kind == "preamble":
+        pairs = PairSet("preamble", [replace(p, prompt=PREAMBLE + p.prompt) for p in MIXED])
+    if kind == "nothing":
+        monkeypatch.setattr(lm.tokenizer, "chat_template", None)
+    encoded = encode_pairs(lm.tokenizer, pairs)
+    expected = {"template": 1, "preamble": 1 + len(PREAMBLE), "nothing": 0}[kind]
+    assert forward.shared_prompt_length(encoded) == expected  # one token per byte
+    return encoded
 
 
 def random_intervention(lm, form, layer):
@@ -42,10 +58,12 @@ def reference(lm, encoded, intervention, m, per_token=False):
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("layer", [1, -1])  # a vector at the last layer leaves only the norm
 @pytest.mark.parametrize("tokens_per_batch", [4096, 150])  # one batch; many, trimmed per step
-def test_equals_the_plain_reference(tiny_lm, form, layer, tokens_per_batch, monkeypatch):
+@pytest.mark.parametrize("prompts", ["template", "preamble", "nothing"])  # the shared prompt
+def test_equals_the_plain_reference(tiny_lm, form, layer, tokens_per_batch, prompts, monkeypatch):
     monkeypatch.setattr(forward, "TOKENS_PER_BATCH", tokens_per_batch)
     monkeypatch.setattr(evaluate_module, "TOKENS_PER_BATCH", tokens_per_batch)
-    encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
+    monkeypatch.setattr(forward, "LOGITS_PER_CHUNK", 7 * len(tiny_lm.tokenizer))  # many chunks
+    encoded = prompts_of(prompts, tiny_lm, monkeypatch)
     single = [i for i, e in enumerate(encoded) if len(e.positive) == len(e.negative) == 1]
     assert single and len(single) < len(encoded)  # both kinds present
     intervention = random_intervention(tiny_lm, form, layer=layer % tiny_lm.n_layers)
