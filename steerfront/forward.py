@@ -111,6 +111,18 @@ class SharedPrompt:
     def read_by(self, rows: torch.Tensor) -> SharedPrompt:
         return replace(self, rows=rows)
 
+    @classmethod
+    def run(cls, lm: LM, layer: int, hidden: torch.Tensor) -> SharedPrompt:
+        """Run layers `layer..L-1` on the shared tokens, one row per value of m, recording
+        their keys and values; `hidden` (rows, length, d) is their stream entering `layer`,
+        steered (any steering inside the layers is attached, at one value of m per row)."""
+        (k, n), blocked = hidden.shape[:2], torch.finfo(lm.dtype).min
+        mask = torch.full((n, n), blocked, dtype=lm.dtype, device=lm.device).triu(1)
+        positions = torch.arange(n, device=lm.device).expand(k, n)
+        shared = cls(n)
+        lm.suffix(hidden, layer, mask.expand(k, 1, n, n), positions, lm.n_layers, cache=shared)
+        return shared
+
 
 def shared_prompt_length(encoded: list[EncodedPair]) -> int:
     """How many tokens every prompt starts with, leaving each prompt its last token (whose

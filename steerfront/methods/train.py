@@ -13,7 +13,14 @@ from tqdm.auto import tqdm
 
 from steerfront.data import EncodedPair, PairSet, encode_pairs
 from steerfront.errors import SteerfrontError
-from steerfront.forward import PackedBatch, completion_logprobs, frozen_prefix, pack
+from steerfront.forward import (
+    PackedBatch,
+    SharedPrompt,
+    completion_logprobs,
+    frozen_prefix,
+    pack,
+    shared_prompt_length,
+)
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention, init_intervention, shapes
 from steerfront.methods.objectives import Objective, TrainSpec
@@ -87,6 +94,7 @@ def train(
     intervention = init_intervention(spec.form, lm, spec.layer, spec.rank, spec.seed, meta)
     start = intervention.start if use_frozen_prefix else 0
     hidden = frozen_prefix(lm, batches, start) if use_frozen_prefix else [None] * len(batches)
+    n = shared_prompt_length(encoded) if use_frozen_prefix else 0
     reference = _unsteered(lm, batches, hidden, start) if spec.objective.name == "reps" else None
     params = intervention.parameters()
     for p in params:
@@ -105,11 +113,17 @@ def train(
                 rows = batches[i].repeat(2)  # add row, then sub row, for every pair
                 a = factors[torch.randint(len(factors), (len(rows),), generator=generator)]
                 sign = torch.tensor([1.0, -1.0]).repeat(len(batches[i]))
-                intervention.m = (sign * a).to(lm.device)
-                h = hidden[i]
+                m = (sign * a).to(lm.device)
+                h, shared = hidden[i], None
+                if h is not None and n:  # the shared prompt tokens once per value of m
+                    values, which = m.unique(return_inverse=True)
+                    intervention.m = values
+                    s = intervention.enter(h[:1, :n].expand(len(values), n, -1))
+                    shared = SharedPrompt.run(lm, start, s).read_by(which)
+                intervention.m = m
                 if h is not None:
-                    h = intervention.enter(h.repeat_interleave(2, dim=0))
-                lp, ln = completion_logprobs(lm, rows, start, h)
+                    h = intervention.enter(h[:, n:].repeat_interleave(2, dim=0))
+                lp, ln = completion_logprobs(lm, rows, start, h, shared)
                 ref = None if reference is None else reference[i].repeat_interleave(2, dim=0)
                 loss = _loss(spec.objective, rows, lp, ln, sign.to(lm.device) > 0, ref)
                 step += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -133,21 +132,16 @@ def _shared_prompt(
     intervention: Intervention | None,
     m_rows: torch.Tensor,
 ) -> SharedPrompt | None:
-    """Run the prompt tokens all pairs share once per m, keeping their keys and values (None
-    if there are none); `hidden` is a batch's stream entering layer `start` (the same on those
-    tokens in every row, as attention is causal)."""
-    shared = SharedPrompt(shared_prompt_length(encoded))
-    n, k = shared.length, len(m_rows)
+    """The prompt tokens all pairs share, run once per m (None if there are none); `hidden` is
+    a batch's stream entering layer `start` (the same on those tokens in every row)."""
+    n = shared_prompt_length(encoded)
     if n == 0:
         return None
-    blocked = torch.finfo(lm.dtype).min
-    mask = torch.full((n, n), blocked, dtype=lm.dtype, device=lm.device).triu(1)
-    positions = torch.arange(n, device=lm.device).expand(k, n)
-    hidden = hidden[:1, :n].expand(k, n, -1)
-    with intervention.attached(lm, m=m_rows) if intervention else nullcontext():
-        steered = intervention.enter(hidden) if intervention else hidden
-        lm.suffix(steered, start, mask.expand(k, 1, n, n), positions, lm.n_layers, cache=shared)
-    return shared
+    hidden = hidden[:1, :n].expand(len(m_rows), n, -1)
+    if intervention is None:
+        return SharedPrompt.run(lm, start, hidden)
+    with intervention.attached(lm, m=m_rows):
+        return SharedPrompt.run(lm, start, intervention.enter(hidden))
 
 
 def _steered_logprobs(

@@ -5,7 +5,7 @@ import torch
 
 from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
-from steerfront.forward import completion_logprobs, frozen_prefix, pack
+from steerfront.forward import completion_logprobs, frozen_prefix, pack, shared_prompt_length
 from steerfront.methods import Objective, TrainSpec, diffmean, fit, train
 
 PAIRS = PairSet("few", load_concept("agreeableness").pairs[:12])
@@ -61,6 +61,8 @@ def test_frozen_prefix_training_equals_full_model_training(tiny_lm, form, layer)
     # Single-token completions too: both are predicted from the same position.
     ab = tuple(PolarityPair(p.prompt, "A", "B") for p in PAIRS.pairs[:4])
     encoded = encode_pairs(tiny_lm.tokenizer, PairSet("mixed", PAIRS.pairs[4:] + ab))
+    # Every prompt starts with the template's token and "Is the following statement ...".
+    assert shared_prompt_length(encoded) == 54
     spec = TrainSpec(form=form, layer=layer, batch_size=4)
     ours = train(tiny_lm, encoded, spec)
     plain = train(tiny_lm, encoded, spec, use_frozen_prefix=False)
