@@ -226,10 +226,17 @@ def _linear_args(
     return input, weight, bias
 
 
+# x86 CPUs with a PyTorch build that has oneDNN's linear (all x86 builds do).
+_ONEDNN = (
+    torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    and torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+)
+
+
 def fast_linear() -> AbstractContextManager:
-    """oneDNN linear layers on x86 CPUs with oneDNN (all of PyTorch's x86 builds), else as is."""
-    x86 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-    return _OneDNNLinear() if x86 and torch.backends.mkldnn.is_available() else nullcontext()
+    """fp32 CPU linear layers through oneDNN where it is there, else as they are."""
+    return _OneDNNLinear() if _ONEDNN else nullcontext()
 
 
 @contextmanager
