@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.autograd.function import FunctionCtx
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
@@ -185,7 +186,9 @@ class _OneDNNLinear(TorchFunctionMode):
     (bench/scoring_speed.py prints the ratio on the machine at hand). A weight that learns is
     left to ATen; a frozen one (steering trains only the intervention) passes input gradients."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_function__(
+        self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
         kwargs = kwargs or {}
         if func is F.linear:
             x, weight, bias = _linear_args(*args, **kwargs)
@@ -205,11 +208,11 @@ class _FrozenLinear(torch.autograd.Function):
         return _onednn(x, weight, bias)
 
     @staticmethod
-    def setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:  # noqa: ANN001
+    def setup_context(ctx: FunctionCtx, inputs: tuple, output: torch.Tensor) -> None:
         ctx.save_for_backward(inputs[1])
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple:  # noqa: ANN001
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple:
         (weight,) = ctx.saved_tensors
         return _onednn(grad, weight.t()), None, None
 
