@@ -7,6 +7,7 @@ import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import NamedTuple
 
 
@@ -69,18 +70,37 @@ class PairSet:
         return PairSet(f"{self.name}:{suffix}", tuple(self.pairs[i] for i in indices))
 
     def split(self, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
-        """Deterministic seeded three-way split; each part keeps the original order."""
+        """Deterministic seeded three-way split; each part keeps the original order.
+
+        Pairs sharing a prompt stay in one part (else the test set would hold prompts seen in
+        training): whole prompt groups, shuffled, fill test, then val, then train, each cut where
+        the count comes nearest its target. With distinct prompts this is the row-wise split.
+        """
         if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
             raise ValueError(
                 f"split fractions must be >= 0 and sum below 1 (val {val_fraction}, "
                 f"test {test_fraction})"
             )
-        order = list(range(len(self)))
-        random.Random(seed).shuffle(order)
+        groups: dict[str, list[int]] = {}
+        for i, pair in enumerate(self.pairs):
+            groups.setdefault(pair.prompt, []).append(i)
+        order = list(groups.values())
+        random.Random(seed).shuffle(order)  # the same draws as shuffling rows when all distinct
+        ends = list(accumulate((len(g) for g in order), initial=0))
         n_test = round(len(self) * test_fraction)
         n_val = round(len(self) * val_fraction)
-        test, val = sorted(order[:n_test]), sorted(order[n_test : n_test + n_val])
-        train = sorted(order[n_test + n_val :])
+
+        def cut(target: int, first: int) -> int:
+            return min(range(first, len(ends)), key=lambda k: (abs(ends[k] - target), k))
+
+        cut_test = cut(n_test, 0)
+        cut_val = cut(n_test + n_val, cut_test)
+
+        def part(chosen: list[list[int]], suffix: str) -> PairSet:
+            return self.subset(sorted(i for g in chosen for i in g), suffix)
+
         return Splits(
-            self.subset(train, "train"), self.subset(val, "val"), self.subset(test, "test")
+            part(order[cut_val:], "train"),
+            part(order[cut_test:cut_val], "val"),
+            part(order[:cut_test], "test"),
         )

@@ -17,6 +17,37 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert pairs.split(0.2, 0.2, seed=4).test != first.test
 
 
+def test_split_of_distinct_prompts_is_the_one_recorded_before_grouping():
+    # Recorded from the row-wise split (before prompts were grouped); the README's numbers rest
+    # on it.
+    parts = [[p.prompt for p in part] for part in make(10).split(0.2, 0.2, seed=0)]
+    assert parts == [["q0", "q2", "q3", "q4", "q6", "q9"], ["q1", "q5"], ["q7", "q8"]]
+    parts = [[p.prompt for p in part] for part in make(7).split(0.3, 0.15, seed=5)]
+    assert parts == [["q0", "q2", "q4", "q5"], ["q1", "q3"], ["q6"]]
+
+
+def repeated(counts: list[int]) -> PairSet:
+    """Prompt `q{i}` with `counts[i]` outputs, the repeats interleaved as in a merged file."""
+    rows = [(i, j) for j in range(max(counts)) for i, c in enumerate(counts) if j < c]
+    return PairSet("r", tuple(PolarityPair(f"q{i}", f"a{i}.{j}", f"b{i}.{j}") for i, j in rows))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_split_keeps_each_prompt_in_one_part(seed):
+    pairs = repeated([1, 2, 3, 4] * 10)  # 100 pairs, 40 prompts
+    splits = pairs.split(0.2, 0.2, seed=seed)
+    prompts = [{p.prompt for p in part} for part in splits]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    key = lambda p: (p.prompt, p.positive)  # noqa: E731
+    assert sorted((p for part in splits for p in part), key=key) == sorted(pairs, key=key)
+    for part in splits:  # each part keeps the file's order
+        assert [pairs.pairs.index(p) for p in part] == sorted(pairs.pairs.index(p) for p in part)
+    # Test ends nearest 20, val nearest 40: within half the largest group (4) of each.
+    assert abs(len(splits.test) - 20) <= 2
+    assert abs(len(splits.test) + len(splits.val) - 40) <= 2
+    assert splits == pairs.split(0.2, 0.2, seed=seed)
+
+
 def test_split_rejects_impossible_fractions():
     with pytest.raises(ValueError, match="sum below 1"):
         make(10).split(0.5, 0.5)
