@@ -26,10 +26,11 @@ def generate(
 
 
 def _answer(lm: LM, inputs: dict, max_new_tokens: int) -> str:
+    pad = lm.tokenizer.pad_token_id  # 0 is a real id: only a missing pad falls back to eos
     out = lm.model.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
         do_sample=False,
-        pad_token_id=lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id,
+        pad_token_id=lm.tokenizer.eos_token_id if pad is None else pad,
     )
     return lm.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
