@@ -1,12 +1,14 @@
 import importlib
+import math
 
 import pytest
 import torch
 
-from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
+from steerfront.data import EncodedPair, PairSet, PolarityPair, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
 from steerfront.forward import completion_logprobs, frozen_prefix, pack, shared_prompt_length
 from steerfront.methods import Objective, TrainSpec, diffmean, fit, train
+from steerfront.methods.train import _loss
 
 PAIRS = PairSet("few", load_concept("agreeableness").pairs[:12])
 
@@ -124,6 +126,63 @@ def test_bad_specs(kwargs, message):
 def test_sft_is_split_without_the_negative_and_hinge_terms():
     sft = Objective("sft")
     assert (sft.lambda_p, sft.lambda_n, sft.gamma) == (1.0, 0.0, 0.0)
+
+
+def loss_on_a_known_batch(objective):
+    """`_loss` on two pairs (2 and 3, then 1 and 2 completion tokens) as add and sub rows.
+
+    Rows: pair 0 add, pair 0 sub, pair 1 add, pair 1 sub; the per-token log-probabilities are
+    set by hand (zero past a completion's end, as `completion_logprobs` leaves them).
+    Sums (length): row 0 pos -1.5 (2), neg -4.0 (3); row 1 pos -2.0 (2), neg -1.5 (3);
+    row 2 pos -0.2 (1), neg -4.0 (2); row 3 pos -2.0 (1), neg -1.0 (2).
+    """
+    pairs = [EncodedPair((5, 6), (7, 8), (9, 10, 11)), EncodedPair((5, 6, 7, 8), (8,), (9, 10))]
+    (batch,) = pack(pairs)
+    rows = batch.repeat(2)
+    assert rows.pairs.tolist() == [0, 0, 1, 1]
+    assert rows.pos_valid.sum(1).tolist() == [2, 2, 1, 1]
+    assert rows.neg_valid.sum(1).tolist() == [3, 3, 2, 2]
+    lp = torch.tensor([[-0.5, -1.0], [-1.25, -0.75], [-0.2, 0.0], [-2.0, 0.0]], dtype=torch.float64)
+    ln = torch.tensor(
+        [[-2.0, -1.5, -0.5], [-0.25, -0.5, -0.75], [-3.0, -1.0, 0.0], [-0.4, -0.6, 0.0]],
+        dtype=torch.float64,
+    )
+    add = torch.tensor([True, False, True, False])
+    # Unsteered (sum log P(A_p), sum log P(A_n)) per pair, one row each for add and sub.
+    reference = torch.tensor([[-3.0, -1.0], [-2.0, -6.0]], dtype=torch.float64)
+    return _loss(objective, rows, lp, ln, add, reference.repeat_interleave(2, dim=0)).item()
+
+
+# Winning: row 0 pos, row 1 neg, row 2 pos, row 3 neg; losing the other completion.
+CE_W = (1.5 + 1.5 + 0.2 + 1.0) / (2 + 3 + 1 + 2)  # 0.525
+CE_L = (4.0 + 2.0 + 4.0 + 2.0) / (3 + 2 + 2 + 1)  # 1.5
+
+
+@pytest.mark.parametrize("theta,hinge", [(1.2, 1.2 - 0.975), (0.5, 0.0)])  # margin 0.975
+def test_split_loss_by_hand(theta, hinge):
+    objective = Objective("split", lambda_p=1.0, lambda_n=0.4, gamma=5.0, theta=theta)
+    assert max(0.0, theta - (CE_L - CE_W)) == pytest.approx(hinge)
+    expected = 1.0 * CE_W + 0.4 * CE_L + 5.0 * hinge  # 2.25 with the hinge on, 1.125 off
+    assert loss_on_a_known_batch(objective) == pytest.approx(expected, abs=1e-6)
+
+
+def test_sft_loss_by_hand_is_the_winning_cross_entropy_alone():
+    objective = Objective("sft", lambda_p=2.0, lambda_n=0.4, gamma=5.0, theta=1.2)
+    assert loss_on_a_known_batch(objective) == pytest.approx(2.0 * CE_W, abs=1e-6)
+
+
+def test_reps_loss_by_hand():
+    # beta = max(r_l - r_w, 1): row 0 (add) -1 - -3 = 2; row 1 (sub) -3 - -1 -> 1;
+    # row 2 (add) -6 - -2 -> 1; row 3 (sub) -2 - -6 = 4.
+    # z = beta * sum_w / |w| - sum_l / |l|:
+    z = [
+        2 * (-1.5 / 2) - (-4.0 / 3),  # -1/6
+        1 * (-1.5 / 3) - (-2.0 / 2),  # 0.5
+        1 * (-0.2 / 1) - (-4.0 / 2),  # 1.8
+        4 * (-1.0 / 2) - (-2.0 / 1),  # 0
+    ]
+    expected = sum(math.log(1 + math.exp(-x)) for x in z) / 4  # -mean log sigmoid(z)
+    assert loss_on_a_known_batch(Objective("reps")) == pytest.approx(expected, abs=1e-6)
 
 
 def test_packed_scoring_matches_the_reference(tiny_lm):
