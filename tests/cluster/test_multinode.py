@@ -2,7 +2,6 @@
 a shared storage folder and a real MLflow tracking server over HTTP."""
 
 import json
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -65,12 +64,11 @@ def test_search_spreads_over_nodes_shares_the_cache_and_tracks_to_a_server(
     assert "pareto.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-def test_unreachable_address_fails_fast_in_one_line(tmp_path, tiny_model_dir, capsys):
-    started = time.monotonic()
+def test_unreachable_address_fails_in_one_line(tmp_path, tiny_model_dir, capsys):
     status = main(
         ["search", "--model", str(tiny_model_dir), "--storage", str(tmp_path), "-q",
          "--address", "127.0.0.1:9"]
     )  # fmt: skip
     err = capsys.readouterr().err
-    assert status == 2 and time.monotonic() - started < 60
+    assert status == 2
     assert "Ray cluster at 127.0.0.1:9 is unreachable" in err and err.count("\n") == 1

