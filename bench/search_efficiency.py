@@ -66,7 +66,7 @@ def bench_space(path: str | None, layers: list[int] | None) -> SearchSpace:
     )
     if layers:
         space = space.model_copy(update={"layers": layers})
-    lists = ("objectives", "epochs", *(("rank",) if "lora" in space.forms else ()))
+    lists = ("objectives", "steps", *(("rank",) if "lora" in space.forms else ()))
     varied = [n for n in lists if len(getattr(space, n)) > 1]
     floats = ("lr", *(("gamma", "lambda_n", "theta") if "split" in space.objectives else ()))
     varied += [n for n in floats if isinstance(getattr(space, n), tuple)]

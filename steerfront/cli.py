@@ -359,10 +359,18 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help=f"learning rate (default: {_per_form(LEARNING_RATE)})",
     )
     sweep.add_argument(
-        "--epochs",
+        "--steps",
         type=int,
-        default=TRAIN["epochs"],
-        help=f"training epochs (default: {TRAIN['epochs']})",
+        default=TRAIN["steps"],
+        help=f"training budget in optimizer steps, at most (default: {TRAIN['steps']})",
+    )
+    sweep.add_argument(
+        "--patience",
+        type=int,
+        default=TRAIN["patience"],
+        help="stop once this many checks of the held-out loss (every "
+        f"{TRAIN['check_every']} steps) bring no improvement; 0 trains the whole budget on "
+        f"every pair (default: {TRAIN['patience']})",
     )
     sweep.add_argument(
         "--batch-size",
@@ -537,7 +545,8 @@ def _sweep(args: argparse.Namespace) -> None:
         objective=objective,
         rank=args.rank,
         lr=args.lr,
-        epochs=args.epochs,
+        steps=args.steps,
+        patience=args.patience,
         batch_size=args.batch_size,
         factors=args.factors,
         seed=args.seed,

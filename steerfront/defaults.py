@@ -11,8 +11,20 @@ OBJECTIVES = ("diffmean", "sft", "reps", "split")
 
 # SPLIT (PAPER.md §6): L = lambda_p·L_p + lambda_n·L_n + gamma·ReLU(theta - (L_n - L_p)).
 SPLIT = {"lambda_p": 1.0, "lambda_n": 0.5, "gamma": 5.0, "theta": 0.4}
-# Training recipe; lr and factors depend on the form (reference code).
-TRAIN = {"rank": 4, "epochs": 1, "batch_size": 8, "seed": 0}
+# Training recipe; lr and factors depend on the form (reference code). Training runs to a
+# budget of optimizer steps (not epochs: a budget that shrinks with the set under-trains small
+# sets) and stops early when the loss on held-out training pairs (`holdout` of them, by
+# prompt) has not improved for `patience` checks, one every `check_every` steps; the best
+# parameters seen are kept. `patience = 0` trains the whole budget on every pair.
+TRAIN = {
+    "rank": 4,
+    "steps": 96,
+    "patience": 3,
+    "batch_size": 8,
+    "seed": 0,
+    "holdout": 0.15,
+    "check_every": 8,
+}
 LEARNING_RATE = {"vector": 0.08, "lora": 0.01, "local_weight": 0.01}
 FACTORS = {
     "vector": tuple(float(a) for a in range(2, 21, 2)),
@@ -31,7 +43,7 @@ SEARCH_SPACE = {
     "gamma": (1.0, 10.0),
     "lambda_n": SPLIT["lambda_n"],
     "theta": SPLIT["theta"],
-    "epochs": (TRAIN["epochs"],),
+    "steps": (TRAIN["steps"],),
 }
 SEARCH = {
     "trials": 24,

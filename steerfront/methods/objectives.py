@@ -52,7 +52,8 @@ class TrainSpec:
     objective: Objective = field(default_factory=Objective)
     rank: int = TRAIN["rank"]
     lr: float | None = None  # None: LEARNING_RATE[form]
-    epochs: int = TRAIN["epochs"]
+    steps: int = TRAIN["steps"]  # optimizer steps, at most
+    patience: int = TRAIN["patience"]  # held-out checks without improvement; 0: no early stop
     batch_size: int = TRAIN["batch_size"]
     factors: tuple[float, ...] | None = None  # None: FACTORS[form]
     seed: int = TRAIN["seed"]
@@ -68,10 +69,12 @@ class TrainSpec:
             raise SteerfrontError("training factors are empty (give at least one value)")
         if self.factors is not None and not all(math.isfinite(a) for a in self.factors):
             raise SteerfrontError(f"training factors must be finite, not {list(self.factors)}")
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.steps < 1 or self.batch_size < 1:
             raise SteerfrontError(
-                f"epochs ({self.epochs}) and batch_size ({self.batch_size}) must be at least 1"
+                f"steps ({self.steps}) and batch_size ({self.batch_size}) must be at least 1"
             )
+        if self.patience < 0:
+            raise SteerfrontError(f"patience must be 0 or more, not {self.patience}")
         if self.lr is not None and not self.lr > 0:
             raise SteerfrontError(f"learning rate must be positive, not {self.lr}")
 
@@ -94,7 +97,8 @@ class TrainSpec:
             **(
                 {
                     "lr": self.learning_rate,
-                    "epochs": self.epochs,
+                    "steps": self.steps,
+                    "patience": self.patience,
                     "batch_size": self.batch_size,
                     "factors": list(self.training_factors),
                     "seed": self.seed,

@@ -7,11 +7,14 @@ Only the intervention's parameters train; the model stays frozen.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from steerfront.data import EncodedPair, PairSet, encode_pairs
+from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
 from steerfront.forward import (
     PackedBatch,
@@ -27,14 +30,23 @@ from steerfront.methods.objectives import Objective, TrainSpec
 
 
 def fit(lm: LM, pairs: PairSet, spec: TrainSpec, progress: bool = False) -> Intervention:
-    """The intervention `spec` describes, obtained from `pairs` (the training split)."""
+    """The intervention `spec` describes, obtained from `pairs` (the training split).
+
+    With early stopping on (`spec.patience`), a share of the pairs (`TRAIN["holdout"]`, whole
+    prompts) is held out of training to measure the loss on.
+    """
     shapes(spec.form, lm, spec.layer, spec.rank)  # refuse an impossible layer or rank up front
-    encoded = encode_pairs(lm.tokenizer, pairs)
     meta = {**spec.describe(), "model": lm.spec, "dataset": pairs.fingerprint}
     if not spec.objective.trains:
-        vector = diffmean(lm, encoded)[spec.layer]
+        vector = diffmean(lm, encode_pairs(lm.tokenizer, pairs))[spec.layer]
         return Intervention("vector", spec.layer, {"v": vector}, meta=meta)
-    return train(lm, encoded, spec, meta=meta, progress=progress)
+    holdout = None
+    if spec.patience:
+        parts = pairs.split(val_fraction=TRAIN["holdout"], test_fraction=0.0, seed=spec.seed)
+        if len(parts.val) and len(parts.train):
+            pairs, holdout = parts.train, encode_pairs(lm.tokenizer, parts.val)
+    encoded = encode_pairs(lm.tokenizer, pairs)
+    return train(lm, encoded, spec, meta=meta, holdout=holdout, progress=progress)
 
 
 @torch.no_grad()
@@ -80,70 +92,132 @@ def train(
     encoded: list[EncodedPair],
     spec: TrainSpec,
     meta: dict | None = None,
+    holdout: list[EncodedPair] | None = None,
     use_frozen_prefix: bool = True,
     progress: bool = False,
 ) -> Intervention:
-    """Train with AdamW, linear decay without warm-up and gradient clipping at 1.0.
+    """Train for `spec.steps` optimizer steps (batches in a fresh seeded order each pass) with
+    AdamW, linear decay without warm-up and gradient clipping at 1.0.
 
-    `use_frozen_prefix=False` runs the whole model every step (the plain way, for comparison);
-    both ways compute the same thing.
+    With `holdout` pairs, their loss is measured every `TRAIN["check_every"]` steps (at fixed
+    training factors, so checks compare); training stops once `spec.patience` checks bring no
+    improvement, and the best parameters seen are kept. The sidecar records `steps_run`,
+    `best_step` and `holdout_loss`. `use_frozen_prefix=False` runs the whole model every step
+    (the plain way, for comparison); both ways compute the same thing.
     """
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    batches = [b.to(lm.device) for b in pack(encoded, max_rows=spec.batch_size)]
     intervention = init_intervention(spec.form, lm, spec.layer, spec.rank, spec.seed, meta)
     start = intervention.start if use_frozen_prefix else 0
-    hidden = frozen_prefix(lm, batches, start) if use_frozen_prefix else [None] * len(batches)
-    n = shared_prompt_length(encoded) if use_frozen_prefix else 0
-    reference = _unsteered(lm, batches, hidden, start) if spec.objective.name == "reps" else None
+    factors = torch.tensor(spec.training_factors, dtype=torch.float32)
+    fitting = _Rows(lm, encoded, spec, start, use_frozen_prefix)
+    checking = _Rows(lm, holdout, spec, start, use_frozen_prefix) if holdout else None
+    held_m = None
+    if checking is not None:  # one fixed draw of factors: checks differ only by the parameters
+        draw = torch.Generator().manual_seed(spec.seed + 1)
+        held_m = [_draw(len(b), factors, draw) for b in checking.batches]
     params = intervention.parameters()
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
-    steps = spec.epochs * len(batches)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
-    factors = torch.tensor(spec.training_factors, dtype=torch.float32)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / spec.steps)
     bar = tqdm(
-        total=steps, desc=f"training {spec.form} {spec.objective.name}", disable=not progress
+        total=spec.steps, desc=f"training {spec.form} {spec.objective.name}", disable=not progress
     )
-    step = 0
+    best, best_step, best_state, stale, order = math.inf, 0, None, 0, []
     with intervention.attached(lm):
-        for _ in range(spec.epochs):
-            for i in torch.randperm(len(batches), generator=generator).tolist():
-                rows = batches[i].repeat(2)  # add row, then sub row, for every pair
-                a = factors[torch.randint(len(factors), (len(rows),), generator=generator)]
-                sign = torch.tensor([1.0, -1.0]).repeat(len(batches[i]))
-                m = (sign * a).to(lm.device)
-                h, shared = hidden[i], None
-                if h is not None and n:  # the shared prompt tokens once per value of m
-                    values, which = m.unique(return_inverse=True)
-                    intervention.m = values
-                    s = intervention.enter(h[:1, :n].expand(len(values), n, -1))
-                    shared = SharedPrompt.run(lm, start, s).read_by(which)
-                intervention.m = m
-                if h is not None:
-                    h = intervention.enter(h[:, n:].repeat_interleave(2, dim=0))
-                lp, ln = completion_logprobs(lm, rows, start, h, shared)
-                ref = None if reference is None else reference[i].repeat_interleave(2, dim=0)
-                loss = _loss(spec.objective, rows, lp, ln, sign.to(lm.device) > 0, ref)
-                step += 1
-                if not torch.isfinite(loss):
-                    raise SteerfrontError(
-                        f"training stopped at step {step}: {spec.objective.name} loss is "
-                        f"{loss.item()}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+        for step in range(1, spec.steps + 1):
+            if not order:
+                order = torch.randperm(len(fitting.batches), generator=generator).tolist()
+            i = order.pop(0)
+            m = _draw(len(fitting.batches[i]), factors, generator)
+            loss = fitting.loss(intervention, i, m)
+            if not torch.isfinite(loss):
+                raise SteerfrontError(
+                    f"training stopped at step {step}: {spec.objective.name} loss is {loss.item()}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if checking is None or (step % TRAIN["check_every"] and step < spec.steps):
+                continue
+            with torch.no_grad():
+                held = sum(checking.loss(intervention, j, m).item() for j, m in enumerate(held_m))
+            if held < best:
+                best, best_step, stale = held, step, 0
+                best_state = [p.detach().clone() for p in params]
+            else:
+                stale += 1
+                if stale >= spec.patience:
+                    break
     bar.close()
+    if best_state is not None:
+        with torch.no_grad():
+            for p, kept in zip(params, best_state, strict=True):
+                p.copy_(kept)
     for p in params:
         p.requires_grad_(False)
     intervention.m = 1.0
+    intervention.meta.update(steps_run=step, best_step=best_step or step)
+    if checking is not None:
+        intervention.meta["holdout_loss"] = best / len(held_m)
     return intervention
+
+
+def _draw(pairs: int, factors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-row m for a step on `pairs` pairs: an add row (+a) then a sub row (-a) per pair."""
+    a = factors[torch.randint(len(factors), (2 * pairs,), generator=generator)]
+    return torch.tensor([1.0, -1.0]).repeat(pairs) * a
+
+
+class _Rows:
+    """Training batches with what their loss needs: the frozen prefix, the shared prompt
+    length and, for RePS, the unsteered log-probabilities."""
+
+    def __init__(
+        self,
+        lm: LM,
+        encoded: list[EncodedPair],
+        spec: TrainSpec,
+        start: int,
+        use_frozen_prefix: bool,
+    ) -> None:
+        self.lm, self.objective, self.start = lm, spec.objective, start
+        self.batches = [b.to(lm.device) for b in pack(encoded, max_rows=spec.batch_size)]
+        self.hidden = (
+            frozen_prefix(lm, self.batches, start)
+            if use_frozen_prefix
+            else [None] * len(self.batches)
+        )
+        self.shared = shared_prompt_length(encoded) if use_frozen_prefix else 0
+        self.reference = (
+            _unsteered(lm, self.batches, self.hidden, start)
+            if self.objective.name == "reps"
+            else None
+        )
+
+    def loss(self, intervention: Intervention, i: int, m: torch.Tensor) -> torch.Tensor:
+        """The objective on batch `i` as add and sub rows at per-row strengths `m`."""
+        lm, start, n = self.lm, self.start, self.shared
+        rows = self.batches[i].repeat(2)  # add row, then sub row, for every pair
+        m = m.to(lm.device)
+        h, shared = self.hidden[i], None
+        if h is not None and n:  # the shared prompt tokens once per value of m
+            values, which = m.unique(return_inverse=True)
+            intervention.m = values
+            s = intervention.enter(h[:1, :n].expand(len(values), n, -1))
+            shared = SharedPrompt.run(lm, start, s).read_by(which)
+        intervention.m = m
+        if h is not None:
+            h = intervention.enter(h[:, n:].repeat_interleave(2, dim=0))
+        lp, ln = completion_logprobs(lm, rows, start, h, shared)
+        ref = None if self.reference is None else self.reference[i].repeat_interleave(2, dim=0)
+        add = torch.arange(len(m), device=m.device) % 2 == 0
+        return _loss(self.objective, rows, lp, ln, add, ref)
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ class SearchSpace(BaseModel):
     lambda_n: float | FloatRange = SEARCH_SPACE["lambda_n"]
     theta: float | FloatRange = SEARCH_SPACE["theta"]
     lr: float | FloatRange | None = None  # None: the form's default learning rate
-    epochs: list[int] = list(SEARCH_SPACE["epochs"])
+    steps: list[int] = list(SEARCH_SPACE["steps"])
     factors: list[float] | None = None  # None: the form's default training factors
 
     @field_validator("forms")
@@ -53,7 +53,7 @@ class SearchSpace(BaseModel):
             return {form: value for form in FORMS}
         return value
 
-    @field_validator("rank", "epochs", "layers")
+    @field_validator("rank", "steps", "layers")
     @classmethod
     def _positive_ints(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and not value:
@@ -81,8 +81,8 @@ class SearchSpace(BaseModel):
             raise ValueError("objectives: diffmean alone can produce only the vector form")
         if min(self.rank) < 1:
             raise ValueError("rank: values must be at least 1")
-        if min(self.epochs) < 1:
-            raise ValueError("epochs: values must be at least 1")
+        if min(self.steps) < 1:
+            raise ValueError("steps: values must be at least 1")
         if self.factors is not None and not self.factors:
             raise ValueError("factors: must not be empty")
         return self
@@ -138,7 +138,7 @@ class Sampler:
             for name in ("gamma", "lambda_n", "theta"):
                 config[name] = _pick(trial, name, getattr(space, name))
         if config["objective"] != "diffmean":
-            config["epochs"] = _pick(trial, "epochs", space.epochs)
+            config["steps"] = _pick(trial, "steps", space.steps)
             if space.lr is not None:
                 config["lr"] = _pick(trial, f"lr_{form}", space.lr, log=True)
             if space.factors is not None:

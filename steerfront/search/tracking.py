@@ -19,7 +19,7 @@ from pathlib import Path
 from steerfront.errors import SteerfrontError
 
 EXPERIMENT = "steerfront"
-PARAMS = ("form", "objective", "layer", "m", "rank", "gamma", "lambda_n", "theta", "lr", "epochs")
+PARAMS = ("form", "objective", "layer", "m", "rank", "gamma", "lambda_n", "theta", "lr", "steps")
 METRICS = (
     "pref_odds",
     "util_odds",

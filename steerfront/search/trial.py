@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from steerfront.data import Splits, encode_pairs, load_concept
+from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_model
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
@@ -94,7 +95,7 @@ def train_spec(config: dict, seed: int) -> TrainSpec:
         objective=objective,
         rank=int(config.get("rank", 4)),
         lr=config.get("lr"),
-        epochs=int(config.get("epochs", 1)),
+        steps=int(config.get("steps", TRAIN["steps"])),
         factors=tuple(config["factors"]) if config.get("factors") else None,
         seed=seed,
     )

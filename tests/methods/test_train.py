@@ -17,7 +17,7 @@ PAIRS = PairSet("few", load_concept("agreeableness").pairs[:12])
 @pytest.mark.parametrize("objective", ["split", "sft", "reps"])
 def test_training_moves_only_the_intervention(tiny_lm, form, objective):
     state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
-    spec = TrainSpec(form=form, layer=2, objective=Objective(objective), batch_size=4)
+    spec = TrainSpec(form=form, layer=2, objective=Objective(objective), batch_size=4, steps=4)
     intervention = fit(tiny_lm, PAIRS, spec)
     assert any(t.abs().sum() > 0 for t in intervention.params.values())
     assert all(not t.requires_grad for t in intervention.params.values())
@@ -28,11 +28,11 @@ def test_training_moves_only_the_intervention(tiny_lm, form, objective):
 
 
 def test_a_seed_makes_training_repeatable(tiny_lm):
-    spec = TrainSpec(form="lora", layer=1, batch_size=4, seed=7)
+    spec = TrainSpec(form="lora", layer=1, batch_size=4, steps=3, seed=7)
     first, again = fit(tiny_lm, PAIRS, spec), fit(tiny_lm, PAIRS, spec)
     for name in first.params:
         assert torch.equal(first.params[name], again.params[name])
-    other = fit(tiny_lm, PAIRS, TrainSpec(form="lora", layer=1, batch_size=4, seed=8))
+    other = fit(tiny_lm, PAIRS, TrainSpec(form="lora", layer=1, batch_size=4, steps=3, seed=8))
     assert not torch.equal(first.params["A"], other.params["A"])
 
 
@@ -42,7 +42,9 @@ def test_split_buys_preference_in_the_direction_of_m(tiny_lm, form):
     prompts = [p.prompt for p in load_concept("sentiment")][:16]
     pairs = PairSet("ab", tuple(PolarityPair(q, "A", "B") for q in prompts))
     encoded = encode_pairs(tiny_lm.tokenizer, pairs)
-    spec = TrainSpec(form=form, layer=1, epochs=4, batch_size=4, lr=0.05, factors=(1.0,))
+    spec = TrainSpec(
+        form=form, layer=1, steps=16, patience=0, batch_size=4, lr=0.05, factors=(1.0,)
+    )
     intervention = train(tiny_lm, encoded, spec)
 
     def mean_pref(m):
@@ -65,7 +67,7 @@ def test_frozen_prefix_training_equals_full_model_training(tiny_lm, form, layer)
     encoded = encode_pairs(tiny_lm.tokenizer, PairSet("mixed", PAIRS.pairs[4:] + ab))
     # Every prompt starts with the template's token and "Is the following statement ...".
     assert shared_prompt_length(encoded) == 54
-    spec = TrainSpec(form=form, layer=layer, batch_size=4)
+    spec = TrainSpec(form=form, layer=layer, batch_size=4, steps=3)
     ours = train(tiny_lm, encoded, spec)
     plain = train(tiny_lm, encoded, spec, use_frozen_prefix=False)
     for name in ours.params:
@@ -203,3 +205,75 @@ def test_packed_scoring_matches_the_reference(tiny_lm):
                 ref_n = reference_nll(tiny_lm, encoded[pair], positive=False)
                 assert abs(-lp[row].sum().item() - ref_p) < 1e-3
                 assert abs(-ln[row].sum().item() - ref_n) < 1e-3
+
+
+def _optimizer_steps(monkeypatch):
+    calls = []
+    real = torch.optim.AdamW.step
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting)
+    return calls
+
+
+@pytest.mark.parametrize("pairs", [4, 12])
+def test_the_step_budget_does_not_shrink_with_the_set(tiny_lm, monkeypatch, pairs):
+    calls = _optimizer_steps(monkeypatch)
+    encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)[:pairs]
+    spec = TrainSpec(form="lora", layer=2, batch_size=4, steps=10, patience=0)
+    intervention = train(tiny_lm, encoded, spec)
+    assert len(calls) == 10
+    assert intervention.meta["steps_run"] == 10 and "holdout_loss" not in intervention.meta
+
+
+def test_early_stopping_keeps_the_best_parameters(tiny_lm, monkeypatch):
+    """Held-out pairs that want the opposite of the training pairs: their loss is lowest at
+    the first check, so training stops `patience` checks later and returns to that point."""
+    from steerfront.methods.train import TRAIN, _draw, _Rows
+
+    calls = _optimizer_steps(monkeypatch)
+    prompts = [p.prompt for p in load_concept("sentiment")][:16]
+    fitting = PairSet("ab", tuple(PolarityPair(q, "A", "B") for q in prompts[:12]))
+    held = PairSet("ba", tuple(PolarityPair(q, "B", "A") for q in prompts[12:]))
+    encoded = encode_pairs(tiny_lm.tokenizer, fitting)
+    holdout = encode_pairs(tiny_lm.tokenizer, held)
+    spec = TrainSpec(
+        form="vector", layer=1, batch_size=4, lr=0.05, factors=(1.0,), steps=64, patience=2
+    )
+    intervention = train(tiny_lm, encoded, spec, holdout=holdout)
+    every = TRAIN["check_every"]
+    assert intervention.meta["best_step"] == every
+    assert intervention.meta["steps_run"] == 3 * every == len(calls)
+    # The parameters returned are the best ones: their held-out loss is the one recorded.
+    rows = _Rows(tiny_lm, holdout, spec, intervention.start, True)
+    draw = torch.Generator().manual_seed(spec.seed + 1)
+    with intervention.attached(tiny_lm), torch.no_grad():
+        losses = [
+            rows.loss(intervention, i, _draw(len(b), torch.tensor([1.0]), draw)).item()
+            for i, b in enumerate(rows.batches)
+        ]
+    assert sum(losses) / len(losses) == pytest.approx(intervention.meta["holdout_loss"], abs=1e-5)
+
+
+def test_fit_holds_out_whole_prompts_only_when_stopping_early(tiny_lm, monkeypatch):
+    train_module = importlib.import_module("steerfront.methods.train")
+    seen = {}
+    real = train_module.train
+
+    def spy(lm, encoded, spec, meta=None, holdout=None, **kwargs):
+        seen.update(fitted=len(encoded), held=len(holdout or []))
+        seen["shared"] = {e.prompt for e in encoded} & {e.prompt for e in holdout or []}
+        return real(lm, encoded, spec, meta=meta, holdout=holdout, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    twice = PairSet("twice", PAIRS.pairs + tuple(PolarityPair(p.prompt, "B", "A") for p in PAIRS))
+    spec = TrainSpec(form="vector", layer=1, batch_size=4, steps=8)
+    intervention = fit(tiny_lm, twice, spec)
+    assert seen["held"] > 0 and seen["fitted"] + seen["held"] == len(twice)
+    assert not seen["shared"]  # both pairs of a prompt on the same side
+    assert {"steps", "patience", "holdout_loss", "best_step"} <= set(intervention.meta)
+    fit(tiny_lm, twice, TrainSpec(form="vector", layer=1, batch_size=4, steps=8, patience=0))
+    assert (seen["fitted"], seen["held"]) == (len(twice), 0)
