@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -327,17 +328,18 @@ def _init_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}  # a bad space: one line
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         except Exception as exc:  # Ray raises several types for a bad cluster
             raise SteerfrontError(f"Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     else:
         ray.init(
             address="local",  # a cluster of its own, even when another runs on this machine
             num_cpus=os.cpu_count() or 1,
-            log_to_driver=False,
             include_dashboard=False,
+            **quiet,
         )
 
 
