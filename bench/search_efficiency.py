@@ -42,7 +42,13 @@ from steerfront.lm import load_model  # noqa: E402
 from steerfront.scoring.evaluate import PrefixCache  # noqa: E402
 from steerfront.search.best import front, points, read_trials  # noqa: E402
 from steerfront.search.pareto import hypervolume  # noqa: E402
-from steerfront.search.run import SearchSettings, prepare, run_search  # noqa: E402
+from steerfront.search.run import (  # noqa: E402
+    SearchSettings,
+    new_setup,
+    prepare,
+    ray_session,
+    run_search,
+)
 from steerfront.search.space import Sampler, SearchSpace, load_space  # noqa: E402
 from steerfront.search.trial import obtain, score, train_key, train_spec  # noqa: E402
 
@@ -78,7 +84,8 @@ def bench_space(path: str | None, layers: list[int] | None) -> SearchSpace:
 def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dict:
     """Every (form, layer) trained once and scored at `m_values` values of m in one pass."""
     started = time.perf_counter()
-    setup, layers = prepare(space, settings)
+    with ray_session(None):  # the baseline comes from a worker, as in a search
+        setup, layers = prepare(space, new_setup(space, settings), settings.resources)
     lm = load_model(settings.model)
     splits = setup.splits()
     encoded = encode_pairs(lm.tokenizer, splits.val)

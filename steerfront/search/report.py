@@ -15,19 +15,19 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from steerfront.errors import SteerfrontError  # noqa: E402
-from steerfront.lm import load_model  # noqa: E402
+from steerfront.files import staged_dir  # noqa: E402
 from steerfront.search.best import (  # noqa: E402
-    export,
     front,
     front_volume,
     pick,
     points,
     volume_reference,
 )
-from steerfront.search.trial import SearchSetup, cached, score_test  # noqa: E402
+from steerfront.search.records import SCHEMA  # noqa: E402
+from steerfront.search.trial import SearchSetup, cached  # noqa: E402
+from steerfront.search.worker import in_worker, score_and_export  # noqa: E402
 
 if TYPE_CHECKING:
-    from steerfront.search.run import SearchSettings
     from steerfront.search.tracking import Tracker
 
 # What a search's folder holds once it ends, beside its cache and Ray's state.
@@ -40,28 +40,33 @@ def write_results(
     records: list[dict],
     setup: SearchSetup,
     tracker: Tracker,
-    settings: SearchSettings,
+    max_util_drop: float,
+    resources: dict[str, float],
 ) -> dict:
-    """Fronts, figures, best configuration and artifacts; the summary a search prints."""
+    """Fronts, figures, best configuration and artifacts; the summary a search prints. The
+    model's part (test metrics of dense points, the export) runs in a worker with `resources`."""
     done = [r for r in records if r["status"] == "done"]
     plain = front(points(done, extended=False))
     extended = front(points(done, extended=True))
-    lm = load_model(settings.model) if done else None
-    score_test(extended, setup, lm)  # dense points reach the front without test scores
+    best = None
+    try:
+        chosen = pick(extended, max_util_drop=max_util_drop)
+        cached(setup.store, chosen["train_key"], required=True)  # else the worker would fail
+        best = extended.index(chosen)
+    except SteerfrontError as exc:
+        print(f"steerfront: no best configuration: {exc}", file=sys.stderr)
+    if extended:  # dense points reach the front without test scores
+        extended, exported = in_worker(score_and_export, resources, extended, best, setup)
+        if best is not None:
+            _write_folder(folder / "best", exported)
     _write_front(folder / "front.parquet", plain, extended)
     reference = volume_reference(done, setup.baseline)
     volumes = _volume_history(done, reference, extended=False)
     volumes_extended = _volume_history(done, reference, extended=True)
     plot_front(done, plain, extended, setup.baseline, folder / "pareto.png")
     plot_hypervolume(volumes, volumes_extended, folder / "hypervolume.png")
-    best = None
-    try:
-        best = pick(extended, max_util_drop=settings.extra.get("max_util_drop", 1.0))
-        export(best, folder / "best", cached(setup.store, best["train_key"], required=True), lm)
-    except SteerfrontError as exc:
-        print(f"steerfront: no best configuration: {exc}", file=sys.stderr)
     summary = {
-        "name": settings.name,
+        "name": setup.name,
         "trials": len(records),
         "failed": len(records) - len(done),
         "model_loads": int(sum(r.get("model_loaded") or 0 for r in done)),
@@ -71,7 +76,7 @@ def write_results(
         "hypervolume_extended": volumes_extended[-1] if volumes_extended else 0.0,
         "front": plain,
         "extended_front": extended,
-        "best": best,
+        "best": None if best is None else extended[best],
         "folder": str(folder),
         "mlflow_tracking_uri": tracker.uri,
         "mlflow_parent_run_id": tracker.parent_run_id,
@@ -96,13 +101,19 @@ def _log_artifacts(tracker: Tracker, folder: Path) -> None:
 
 def _write_front(path: Path, plain: list[dict], extended: list[dict]) -> None:
     """Both fronts in one table, marked by `front` ("plain" or "extended")."""
-    from steerfront.search.run import SCHEMA
-
     fields = [f for f in SCHEMA if f.name != "dense_points"]
     schema = pa.schema([*fields, ("dense", pa.bool_()), ("front", pa.string())])
     rows = [{**r, "front": "plain"} for r in plain] + [{**r, "front": "extended"} for r in extended]
     rows = [{name: r.get(name) for name in schema.names} for r in rows]
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def _write_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Replace `folder` with these files (paths relative to it), all or nothing."""
+    with staged_dir(folder, replace=True) as staging:
+        for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
 
 
 def _volume_history(

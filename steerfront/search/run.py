@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -15,25 +16,24 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from steerfront.data import encode_pairs
 from steerfront.defaults import SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
-from steerfront.lm import load_model
-from steerfront.scoring.evaluate import evaluate
 from steerfront.search.best import front_volume, read_trials, volume_reference
+from steerfront.search.records import RESULT_KEYS, write_table
+from steerfront.search.report import RESULT_FILES, write_results
 from steerfront.search.space import Sampler, SearchSpace
 from steerfront.search.storage import Store, is_uri
-from steerfront.search.tracking import METRICS, PARAMS, Tracker, tracking_uri
+from steerfront.search.tracking import PARAMS, Tracker, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
+from steerfront.search.worker import in_worker, unsteered
 
 STATE = "search.json"
 
@@ -84,10 +84,15 @@ class SearchSettings:
     def tracking(self) -> str:
         return tracking_uri(self.tracking_uri, self.storage)
 
+    @property
+    def resources(self) -> dict[str, float]:
+        """A trial's, and those of the driver's model work (done in a worker like a trial)."""
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
     """Run (or resume) a search to its trial budget; return its summary."""
-    tracking = settings.tracking  # an object store needs a tracking server: say so first
+    tracking_uri(settings.tracking_uri, settings.storage)  # an object store needs a server
     if settings.address:
         _check_reachable(settings.address)
     store, folder = settings.store, settings.folder
@@ -100,16 +105,34 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             f"a search named {settings.name!r} exists in {where}; resume it with --resume "
             f"{settings.name} or choose another --name"
         )
-    state_file = folder / STATE
+    state = None
     if resume:
         store.pull("trials.parquet")
-        state = json.loads(state_file.read_text())
+        state = json.loads((folder / STATE).read_text())
         setup = SearchSetup(**state["setup"])
-        layers = state["layers"]
     else:
-        setup, layers = prepare(space, settings)  # bad input fails here, with nothing written
-        if store.uri:
-            shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
+        setup = new_setup(space, settings)  # a concept too small fails before Ray starts
+    with ray_session(settings.address):
+        if resume:
+            layers = state["layers"]
+        else:  # a space the model cannot have fails here, with nothing written
+            setup, layers = prepare(space, setup, settings.resources)
+            if store.uri:
+                shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
+        return _run(space, settings, setup, layers, state)
+
+
+def _run(
+    space: SearchSpace,
+    settings: SearchSettings,
+    setup: SearchSetup,
+    layers: list[int],
+    state: dict | None,
+) -> dict:
+    """The search itself, once its input is known to be good (`state`: a resumed search's)."""
+    resume = state is not None
+    store, folder = settings.store, settings.folder
+    where = store.uri or folder
     store.check_writable()  # before any trial starts, not hours later
     if not settings.quiet:
         print(
@@ -118,7 +141,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             file=sys.stderr,
         )
     tracker = Tracker(
-        tracking,
+        settings.tracking,
         settings.name,
         state["parent_run_id"] if resume else None,
         artifact_root=folder.parent / "mlartifacts",
@@ -147,7 +170,7 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             },
             indent=2,
         )
-        write_atomic(state_file, document.encode())
+        write_atomic(folder / STATE, document.encode())
         store.push(STATE)
     recorder = Recorder(folder, tracker, setup, settings)
     interrupted = False
@@ -168,8 +191,8 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
     return summary
 
 
-def prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, list[int]]:
-    """Validate the space against the model and data, and score the unsteered model once."""
+def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
+    """What the trials share (no baseline yet); refuses a concept with an empty split."""
     concept = settings.concept
     if Path(concept).exists():
         concept = str(Path(concept).resolve())  # Tune changes each trial's working directory
@@ -190,16 +213,31 @@ def prepare(space: SearchSpace, settings: SearchSettings) -> tuple[SearchSetup, 
     for name in ("train", *SCORED_SPLITS):
         if len(getattr(splits, name)) == 0:
             raise SteerfrontError(f"concept {settings.concept!r}: no {name} pairs after the split")
-    lm = load_model(settings.model)
-    proj = lm.down_proj(0)
-    layers = space.check_model(lm.n_layers, min(proj.in_features, proj.out_features))
-    baseline = {}
-    for name in SCORED_SPLITS:
-        scores = evaluate(lm, encode_pairs(lm.tokenizer, getattr(splits, name)), None, 0.0)
-        row = scores.summary().to_pylist()[0]
-        baseline[f"{name}_pref_odds"] = row["pref_odds"]
-        baseline[f"{name}_util_odds"] = row["util_odds"]
-    return SearchSetup(**{**asdict(setup), "baseline": baseline}), layers
+    return setup
+
+
+def prepare(
+    space: SearchSpace, setup: SearchSetup, resources: dict[str, float]
+) -> tuple[SearchSetup, list[int]]:
+    """Check the space against the model and score the unsteered model once, in a Ray worker
+    with a trial's `resources` (inside `ray_session`); `setup` with its baseline, the layers."""
+    baseline, layers = in_worker(unsteered, resources, setup, space)
+    return replace(setup, baseline=baseline), layers
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for the whole search, from the unsteered scores to the written results; a local Ray
+    started here is shut down on every way out."""
+    import ray
+
+    started = not address and not ray.is_initialized()
+    _init_ray(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _tune(
@@ -211,17 +249,13 @@ def _tune(
     resume: bool,
 ) -> None:
     import optuna
-    import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _init_ray(settings.address)
-    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
 
     def trainable(config: dict, setup: SearchSetup) -> None:
         # A trial kept before the driver died (but after Tune's last save) is not run again.
@@ -235,7 +269,9 @@ def _tune(
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
             tune.report({"pref_odds": math.nan, "util_odds": math.nan, "error": error})
 
-    trainable = tune.with_resources(tune.with_parameters(trainable, setup=setup), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable, setup=setup), settings.resources
+    )
     store = settings.store
     if resume:
         tuner = tune.Tuner.restore(store.uri or str(store.local), trainable, resume_errored=False)
@@ -274,11 +310,7 @@ def _tune(
         )
     if resume:
         tuner._local_tuner._run_config.callbacks = [recorder]  # callbacks are not restored
-    try:
-        tuner.fit()
-    finally:
-        if not settings.address:
-            ray.shutdown()
+    tuner.fit()
 
 
 def _kept_result(store: Store, trial_id: str) -> dict | None:
@@ -293,19 +325,21 @@ def _kept_result(store: Store, trial_id: str) -> dict | None:
 def _init_ray(address: str | None) -> None:
     import ray
 
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}  # a bad space: one line
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         except Exception as exc:  # Ray raises several types for a bad cluster
             raise SteerfrontError(f"Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
     else:
         ray.init(
             address="local",  # a cluster of its own, even when another runs on this machine
             num_cpus=os.cpu_count() or 1,
-            log_to_driver=False,
             include_dashboard=False,
+            **quiet,
         )
 
 
@@ -358,18 +392,6 @@ def _last_error_line(path: str | None) -> str:
     return lines[-1].strip() if lines else "the trial's worker died without an error message"
 
 
-# What a trial reports: the metrics, its dense points, then what it cost and where it ran.
-RESULT_KEYS = (
-    *METRICS,
-    "dense_points",
-    "trained",
-    "model_loaded",
-    "train_key",
-    "node",
-    "trained_on",
-)
-
-
 class Recorder(Callback):
     """Keeps every finished or failed trial: Parquet first, then MLflow, then progress."""
 
@@ -402,7 +424,7 @@ class Recorder(Callback):
         if any(r["trial_id"] == record["trial_id"] for r in self.records):
             return
         self.records.append(record)
-        _write_table(self.folder / "trials.parquet", self.records)
+        write_table(self.folder / "trials.parquet", self.records)
         self._push("trials.parquet")
         done = [r for r in self.records if r["status"] == "done"]
         reference = volume_reference(done, self.search_setup.baseline)
@@ -458,11 +480,14 @@ class Recorder(Callback):
             print(f"steerfront: warning: {exc}; kept in {self.folder}", file=sys.stderr)
 
     def finish(self) -> dict:
-        from steerfront.search.report import RESULT_FILES, write_results
-
         self._sync_mlflow()
         summary = write_results(
-            self.folder, self.records, self.search_setup, self.tracker, self.settings
+            self.folder,
+            self.records,
+            self.search_setup,
+            self.tracker,
+            self.settings.extra.get("max_util_drop", 1.0),
+            self.settings.resources,
         )
         self._push(*RESULT_FILES)
         return summary
@@ -473,34 +498,3 @@ def _volumes(volumes: dict[str, float]) -> str:
     if "hypervolume_extended" in volumes:
         text += f" (extended {volumes['hypervolume_extended']:.3f})"
     return text
-
-
-_TEXT = ("train_key", "node", "trained_on")
-DENSE_POINT = pa.struct(
-    [(k, pa.float64()) for k in ("m", "pref_odds", "util_odds", "util_drop", "accuracy")]
-)
-SCHEMA = pa.schema(
-    [("trial_id", pa.string()), ("status", pa.string())]
-    + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
-    + [("factors", pa.string())]
-    + [
-        (
-            k,
-            pa.list_(DENSE_POINT)
-            if k == "dense_points"
-            else pa.string()
-            if k in _TEXT
-            else pa.float64(),
-        )
-        for k in RESULT_KEYS
-    ]
-    + [("error", pa.string())]
-)
-
-
-def _write_table(path: Path, records: list[dict]) -> None:
-    """Every trial, every field, with one fixed schema (failed trials have no metrics)."""
-    rows = [{name: record.get(name) for name in SCHEMA.names} for record in records]
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-    write_atomic(path, sink.getvalue().to_pybytes())

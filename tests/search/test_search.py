@@ -1,6 +1,7 @@
 """A real search end to end: local Ray, Optuna, a SQLite MLflow store, a tiny model."""
 
 import json
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -8,6 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import steerfront.search.run  # noqa: F401  (its modules bind the real load_model before patching)
 from steerfront.cli import main
 from steerfront.data import encode_pairs
 from steerfront.lm import load_model
@@ -30,9 +32,25 @@ def search(tmp_path, model_dir, *flags):
     return main([*argv, *flags])
 
 
+def refuse_models(patch):
+    """Make every `load_model` this process can reach record the call and raise: Ray workers
+    do a search's model work, the driver none."""
+    loads = []
+
+    def refuse(*args, **kwargs):
+        loads.append(args)
+        raise AssertionError("the search's driver loaded a model")
+
+    for module in [m for n, m in sys.modules.items() if n.startswith("steerfront.")]:
+        if hasattr(module, "load_model"):
+            patch.setattr(module, "load_model", refuse)
+    return loads
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model_dir):
-    """One 4-trial search whose trials differ only in m: one training, three cache hits."""
+    """One 4-trial search whose trials differ only in m: one training, three cache hits; its
+    driver (this process) cannot load a model."""
     tmp_path = tmp_path_factory.mktemp("search")
     space = tmp_path / "space.yaml"
     space.write_text(
@@ -50,7 +68,8 @@ def finished(tmp_path_factory, tiny_model_dir):
     import io
 
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as patch:
+        loads = refuse_models(patch)
         status = search(
             tmp_path,
             tiny_model_dir,
@@ -63,7 +82,7 @@ def finished(tmp_path_factory, tiny_model_dir):
             "--concurrency",
             "1",
         )
-    assert status == 0
+    assert status == 0 and loads == []
     return tmp_path, json.loads(out.getvalue().strip().splitlines()[-1])
 
 
@@ -154,6 +173,33 @@ def test_dense_points_are_the_evaluator_at_their_m(finished, tiny_model_dir):
             assert point[key] == pytest.approx(row[key], abs=1e-4)
         assert point["util_drop"] == pytest.approx(
             setup.baseline["val_util_odds"] - row["util_odds"]
+        )
+
+
+def test_baselines_and_dense_test_metrics_are_the_evaluator(finished, tiny_model_dir):
+    """Scored in workers (the driver could not load the model), they are what `evaluate`
+    gives here on the same fp32 CPU model."""
+    tmp_path, summary = finished
+    folder = tmp_path / "runs" / "s1"
+    setup = SearchSetup(**json.loads((folder / "search.json").read_text())["setup"])
+    lm = load_model(str(tiny_model_dir))
+    splits = setup.splits()
+    for split in ("val", "test"):
+        encoded = encode_pairs(lm.tokenizer, getattr(splits, split))
+        row = evaluate(lm, encoded, None, 0.0).summary().to_pylist()[0]
+        for key in ("pref_odds", "util_odds"):
+            assert setup.baseline[f"{split}_{key}"] == pytest.approx(row[key], abs=1e-4)
+    encoded = encode_pairs(lm.tokenizer, splits.test)
+    front = pq.read_table(folder / "front.parquet").to_pylist()
+    dense = [r for r in front if r["front"] == "extended" and r["dense"]]
+    assert dense
+    for point in dense:
+        intervention = load_intervention(folder / "cache" / point["train_key"], lm)
+        row = evaluate(lm, encoded, intervention, point["m"]).summary().to_pylist()[0]
+        for key in ("pref_odds", "util_odds", "accuracy"):
+            assert point[f"test_{key}"] == pytest.approx(row[key], abs=1e-4)
+        assert point["test_util_drop"] == pytest.approx(
+            setup.baseline["test_util_odds"] - row["util_odds"], abs=1e-4
         )
 
 

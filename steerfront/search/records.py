@@ -1,0 +1,55 @@
+"""What a search keeps of each trial: the fields of `trials.parquet`, and writing it.
+
+Below both the driver (`run`) and the results (`report`), which read and write these rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from steerfront.files import write_atomic
+from steerfront.search.tracking import METRICS, PARAMS
+
+# What a trial reports: the metrics, its dense points, then what it cost and where it ran.
+RESULT_KEYS = (
+    *METRICS,
+    "dense_points",
+    "trained",
+    "model_loaded",
+    "train_key",
+    "node",
+    "trained_on",
+)
+
+_TEXT = ("train_key", "node", "trained_on")
+DENSE_POINT = pa.struct(
+    [(k, pa.float64()) for k in ("m", "pref_odds", "util_odds", "util_drop", "accuracy")]
+)
+SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("status", pa.string())]
+    + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
+    + [("factors", pa.string())]
+    + [
+        (
+            k,
+            pa.list_(DENSE_POINT)
+            if k == "dense_points"
+            else pa.string()
+            if k in _TEXT
+            else pa.float64(),
+        )
+        for k in RESULT_KEYS
+    ]
+    + [("error", pa.string())]
+)
+
+
+def write_table(path: Path, records: list[dict]) -> None:
+    """Every trial, every field, with one fixed schema (failed trials have no metrics)."""
+    rows = [{name: record.get(name) for name in SCHEMA.names} for record in records]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+    write_atomic(path, sink.getvalue().to_pybytes())

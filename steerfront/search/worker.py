@@ -1,0 +1,70 @@
+"""The driver's model work, done in a Ray worker with a trial's resources.
+
+The unsteered baselines, the test metrics of dense points and the exported best configuration
+come from the model as a trial loads it (same device and dtype: bf16 on a GPU worker), so that
+`util_drop` compares numbers of one precision, and the driver (a CPU head node, say) never holds
+the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from steerfront.data import encode_pairs
+from steerfront.errors import SteerfrontError
+from steerfront.lm import load_model
+from steerfront.scoring.evaluate import evaluate
+from steerfront.search.best import export
+from steerfront.search.space import SearchSpace
+from steerfront.search.trial import SCORED_SPLITS, SearchSetup, cached, score_test
+
+T = TypeVar("T")
+
+
+def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object) -> T:
+    """`work(*args)` in a Ray worker process of its own, which exits afterwards (and frees the
+    model's memory for the trials); a SteerfrontError there comes back as its one line."""
+    import ray
+
+    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_calls=1)(work)
+    try:
+        return ray.get(task.remote(*args))
+    except ray.exceptions.RayTaskError as exc:
+        if not isinstance(exc.cause, SteerfrontError):
+            raise
+        raise SteerfrontError(str(exc.cause)) from None
+
+
+def unsteered(setup: SearchSetup, space: SearchSpace) -> tuple[dict[str, float], list[int]]:
+    """The unsteered model's metrics per scored split, and the layers to search (the space
+    checked against the model before anything is scored)."""
+    lm = load_model(setup.model, device=setup.device)
+    proj = lm.down_proj(0)
+    layers = space.check_model(lm.n_layers, min(proj.in_features, proj.out_features))
+    splits = setup.splits()
+    baseline = {}
+    for name in SCORED_SPLITS:
+        scores = evaluate(lm, encode_pairs(lm.tokenizer, getattr(splits, name)), None, 0.0)
+        row = scores.summary().to_pylist()[0]
+        baseline[f"{name}_pref_odds"] = row["pref_odds"]
+        baseline[f"{name}_util_odds"] = row["util_odds"]
+    return baseline, layers
+
+
+def score_and_export(
+    rows: list[dict], best: int | None, setup: SearchSetup
+) -> tuple[list[dict], dict[str, bytes]]:
+    """`rows` with their missing test metrics filled in, and the files that export `rows[best]`
+    (paths relative to the export folder; none without `best`)."""
+    lm = load_model(setup.model, device=setup.device)
+    score_test(rows, setup, lm)
+    if best is None:
+        return rows, {}
+    source = cached(setup.store, rows[best]["train_key"], required=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export(rows[best], Path(tmp) / "best", source, lm)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        return rows, {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
