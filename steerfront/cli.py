@@ -339,8 +339,15 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         "--m",
         type=_floats,
         default=None,
-        help="comma-separated m values (default: a symmetric grid, denser near 0, that reaches "
-        "saturation)",
+        help="comma-separated m values, in any order (default: a symmetric grid, denser near 0, "
+        "that reaches saturation); the fits need m of both signs and twice as many distinct m "
+        "as they have free parameters",
+    )
+    sweep.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="skip the decay-curve fits (then any grid of 2 or more distinct m will do; "
+        "no fits.json)",
     )
     sweep.add_argument(
         "--rank", type=int, default=TRAIN["rank"], help=f"LoRA rank (default: {TRAIN['rank']})"
@@ -518,10 +525,18 @@ def _sweep(args: argparse.Namespace) -> None:
     from steerfront.lm import load_model
     from steerfront.methods import Objective, TrainSpec
     from steerfront.methods.interventions import shapes
-    from steerfront.scoring.evaluate import check_grid
     from steerfront.scoring.report import write_sweep
-    from steerfront.scoring.sweep import default_grid, run_sweep
+    from steerfront.scoring.sweep import default_grid, fit_problem, run_sweep, sweep_grid
 
+    grid = None
+    if args.m is not None:
+        try:
+            grid = sweep_grid(args.m)
+        except SteerfrontError as err:
+            raise SteerfrontError(f"--m: {err}") from None
+        problem = None if args.no_fit else fit_problem(grid)
+        if problem:
+            raise SteerfrontError(f"--m: {problem} (give more values of m, or pass --no-fit)")
     pairs = load_concept(args.concept, args.format)
     if not 0 < args.test_fraction < 1:
         raise SteerfrontError(f"--test-fraction must be between 0 and 1, not {args.test_fraction}")
@@ -551,7 +566,8 @@ def _sweep(args: argparse.Namespace) -> None:
         factors=args.factors,
         seed=args.seed,
     )
-    grid = check_grid(args.m if args.m is not None else default_grid(spec)).tolist()
+    if grid is None:
+        grid = sweep_grid(default_grid(spec))
     shapes(spec.form, lm, spec.layer, spec.rank)
     out = Path(args.out or f"runs/sweep-{pairs.name}-{spec.form}-{objective.name}-l{spec.layer}")
     if not args.quiet:
@@ -561,7 +577,9 @@ def _sweep(args: argparse.Namespace) -> None:
             f"{spec.layer}, {len(grid)} values of m",
             file=sys.stderr,
         )
-    result = run_sweep(lm, splits, spec, grid, progress=not args.quiet)
+    result = run_sweep(
+        lm, splits, spec, grid.tolist(), progress=not args.quiet, fits=not args.no_fit
+    )
     write_sweep(
         result,
         out,
@@ -574,7 +592,9 @@ def _sweep(args: argparse.Namespace) -> None:
                 {
                     "out": str(out),
                     "summary": result["summary"].to_pylist(),
-                    "fits": {kind: report.numbers() for kind, report in result["fits"].items()},
+                    "fits": None
+                    if result["fits"] is None
+                    else {kind: report.numbers() for kind, report in result["fits"].items()},
                     "manifold": result["manifold"],
                 }
             )
@@ -607,11 +627,14 @@ def _print_sweep(result: dict, out: Path) -> None:
     print("  ".join(f"{h:>10}" for h in heads))
     for row in result["summary"].to_pylist():
         print("  ".join(f"{row[c]:>10.3f}" for c in columns))
-    for kind, report in result["fits"].items():
-        print(
-            f"{kind} fit: R² train {report.train.r2:.3f}, test {report.test.r2:.3f}, "
-            f"transfer {report.r2_transfer:.3f}"
-        )
+    if result["fits"] is None:
+        print("fits skipped (--no-fit): no decay curves, no fits.json")
+    else:
+        for kind, report in result["fits"].items():
+            print(
+                f"{kind} fit: R² train {report.train.r2:.3f}, test {report.test.r2:.3f}, "
+                f"transfer {report.r2_transfer:.3f}"
+            )
     manifold = result["manifold"]
     print(
         f"manifold: k = {manifold['k']} components explain {manifold['explained']:.0%} of "

@@ -12,6 +12,10 @@ The fit is least squares under the continuity constraint (SLSQP, several restart
 trial decay shape the linear coefficients (alpha, beta, b) are solved exactly (variable
 projection), so SLSQP only searches the six decay parameters: fewer local minima, and the starts
 need no guess for the coefficients.
+
+Free parameters: the linear coefficients plus the six decay parameters, less one for the
+continuity constraint: 8 for PrefOdds, 7 for UtilOdds. A fit needs at least twice as many
+distinct m as free parameters; with fewer, R² near 1 says nothing about the curve.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from steerfront.errors import SteerfrontError
 KINDS = ("pref", "util")
 DECAY_NAMES = ("m_pos", "L_pos", "p_pos", "m_neg", "L_neg", "p_neg")
 LINEAR_NAMES = {"pref": ("alpha", "beta", "b"), "util": ("beta", "b")}
+FREE_PARAMETERS = {kind: len(LINEAR_NAMES[kind]) + len(DECAY_NAMES) - 1 for kind in KINDS}
 
 # Search bounds in normalised units (m divided by max|m|); L and p are searched as logs.
 _CENTRE_BOUND = 2.0
@@ -82,12 +87,9 @@ def fit_curve(
     if restarts < 1:
         raise SteerfrontError(f"fit: restarts must be at least 1, got {restarts}")
     m, y = _as_curve(m, y)
-    distinct = np.unique(m).size
-    if distinct < 4:
-        raise SteerfrontError(f"fit: need at least 4 distinct m values, got {distinct}")
-    if not (m < 0).any() or not (m > 0).any():
-        missing = "m < 0" if not (m < 0).any() else "m > 0"
-        raise SteerfrontError(f"fit: need m values of both signs, none with {missing}")
+    problem = grid_problem(m, kind)
+    if problem:
+        raise SteerfrontError(f"fit: {problem}")
     if np.ptp(y) == 0:
         raise SteerfrontError("fit: y is constant, so there is no curve to fit")
 
@@ -129,6 +131,23 @@ def fit_curve(
     params["b"] = coef[-1] * y_scale + y_shift
     params = {name: float(params[name]) for name in LINEAR_NAMES[kind] + DECAY_NAMES}
     return CurveFit(kind, params, r2=_r2(y, _curve(params, m)))
+
+
+def grid_problem(m: np.ndarray, kind: str) -> str | None:
+    """Why a `kind` fit cannot use strengths m (None if it can), so callers can refuse a grid
+    before computing anything: each branch needs its own sign of m, and the free parameters need
+    twice as many distinct m."""
+    m = np.asarray(m, dtype=np.float64)
+    if not (m < 0).any() or not (m > 0).any():
+        missing = "m < 0" if not (m < 0).any() else "m > 0"
+        return f"needs m of both signs (one decay branch each), none with {missing}"
+    distinct, free = np.unique(m).size, FREE_PARAMETERS[kind]
+    if distinct < 2 * free:
+        return (
+            f"{distinct} distinct m, but the {kind} fit has {free} free parameters and needs "
+            f"at least {2 * free} distinct m"
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,11 @@ from steerfront.scoring.fit import FitReport  # noqa: E402
 _COLOURS = {"train": "tab:blue", "test": "tab:orange"}
 
 
-def plot_sweep(summary: list[dict], fits: dict[str, FitReport], title: str, path: Path) -> None:
-    """Preference and utility log-odds against m for train and test, with fitted curves."""
+def plot_sweep(
+    summary: list[dict], fits: dict[str, FitReport] | None, title: str, path: Path
+) -> None:
+    """Preference and utility log-odds against m for train and test, with the fitted curves
+    unless the fits were skipped (None)."""
     m = np.array([row["m"] for row in summary])
     dense = np.linspace(m.min(), m.max(), 400)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -24,12 +27,14 @@ def plot_sweep(summary: list[dict], fits: dict[str, FitReport], title: str, path
         for column, style, kind in (("pref_odds", "-", "pref"), ("util_odds", "--", "util")):
             values = [row[f"{split}_{column}"] for row in summary]
             ax.plot(m, values, style, marker="o", ms=3, color=colour, label=f"{kind} ({split})")
-            curve = getattr(fits[kind], split)
-            ax.plot(dense, curve.predict(dense), ":", color=colour, lw=1)
+            if fits is not None:
+                curve = getattr(fits[kind], split)
+                ax.plot(dense, curve.predict(dense), ":", color=colour, lw=1)
     ax.axvline(0, color="grey", lw=0.5)
     ax.set_xlabel("m (steering strength)")
     ax.set_ylabel("log-odds")
-    ax.set_title(title + "\n(solid: preference, dashed: utility, dotted: fitted)", fontsize=9)
+    styles = "solid: preference, dashed: utility" + (", dotted: fitted" if fits is not None else "")
+    ax.set_title(f"{title}\n({styles})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -12,11 +12,12 @@ import pyarrow as pa
 import torch
 
 from steerfront.data import EncodedPair, Splits, encode_pairs
+from steerfront.errors import SteerfrontError
 from steerfront.forward import PackedBatch, frozen_prefix, pack
 from steerfront.lm import LM
 from steerfront.methods import Intervention, TrainSpec, fit
 from steerfront.scoring.evaluate import PrefixCache, check_grid, evaluate
-from steerfront.scoring.fit import fit_report
+from steerfront.scoring.fit import KINDS, FitReport, fit_report, grid_problem
 from steerfront.scoring.manifold import Manifold, correlation, measure
 
 # Fractions of the grid's reach; denser near 0, where preference is linear in m.
@@ -33,15 +34,38 @@ def default_grid(spec: TrainSpec) -> list[float]:
     return [-x for x in reversed(half)] + [0.0] + half
 
 
+def sweep_grid(grid: list[float]) -> np.ndarray:
+    """The grid sorted and without repeats (the per-m summary is sorted, and every result is
+    paired with its m by position); two distinct m at least, to give the steering a direction."""
+    unique = np.unique(check_grid(grid))
+    if unique.size < 2:
+        raise SteerfrontError(f"a sweep needs at least 2 distinct values of m, got {unique.size}")
+    return unique
+
+
+def fit_problem(grid: np.ndarray) -> str | None:
+    """Why the decay fits cannot use this grid (None if they can)."""
+    return next(filter(None, (grid_problem(grid, kind) for kind in KINDS)), None)
+
+
 def run_sweep(
-    lm: LM, splits: Splits, spec: TrainSpec, grid: list[float], progress: bool = False
+    lm: LM,
+    splits: Splits,
+    spec: TrainSpec,
+    grid: list[float],
+    progress: bool = False,
+    fits: bool = True,
 ) -> dict:
     """Train once, then score and measure train and test pairs at every m.
 
-    Returns the per-pair table, the per-m summary (with manifold measures), the curve fits and
-    the manifold's dimension.
+    Returns the per-pair table, the per-m summary (with manifold measures), the curve fits
+    (None when `fits` is false) and the manifold's dimension. A grid the fits cannot use is
+    refused before training.
     """
-    grid_array = check_grid(grid)
+    grid_array = sweep_grid(grid)
+    problem = fit_problem(grid_array) if fits else None
+    if problem:
+        raise SteerfrontError(f"m-grid: {problem}")
     intervention = fit(lm, splits.train, spec, progress=progress)
     cache = PrefixCache()
     tables, summaries = [], {}
@@ -64,23 +88,13 @@ def run_sweep(
                 **{k: v for k, v in geometry.items() if k != "m"},
             }
         )
-    fits = {
-        kind: fit_report(
-            grid_array,
-            np.array([r[f"train_{column}"] for r in summary]),
-            grid_array,
-            np.array([r[f"test_{column}"] for r in summary]),
-            kind,
-        )
-        for kind, column in (("pref", "pref_odds"), ("util", "util_odds"))
-    }
     at_zero = min(summary, key=lambda r: abs(r["m"]))["test_util_odds"]
     util_loss = [at_zero - r["test_util_odds"] for r in summary]
     return {
         "intervention": intervention,
         "pairs": pa.concat_tables(tables),
         "summary": pa.Table.from_pylist(summary),
-        "fits": fits,
+        "fits": _fit_reports(summary) if fits else None,
         "manifold": {
             "k": manifold.k,
             "explained": manifold.explained,
@@ -88,6 +102,20 @@ def run_sweep(
                 [r["off_manifold"] for r in summary], util_loss
             ),
         },
+    }
+
+
+def _fit_reports(summary: list[dict]) -> dict[str, FitReport]:
+    m = np.array([r["m"] for r in summary])
+    return {
+        kind: fit_report(
+            m,
+            np.array([r[f"train_{column}"] for r in summary]),
+            m,
+            np.array([r[f"test_{column}"] for r in summary]),
+            kind,
+        )
+        for kind, column in (("pref", "pref_odds"), ("util", "util_odds"))
     }
 
 

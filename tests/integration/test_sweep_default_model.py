@@ -8,6 +8,7 @@ from steerfront.methods import TrainSpec
 from steerfront.scoring.sweep import run_sweep
 
 pytestmark = pytest.mark.integration
+# Too few m for the fits, which this test does not look at.
 GRID = [-40.0, -2.0, 0.0, 2.0, 40.0]
 
 
@@ -15,7 +16,8 @@ def test_preference_rises_near_zero_and_utility_falls_far_out():
     lm = load_model()
     pairs = PairSet("sentiment", load_concept("sentiment").pairs[:80])
     splits = pairs.split(0.0, 0.25, seed=0)
-    result = run_sweep(lm, splits, TrainSpec(form="vector", layer=lm.n_layers // 2), GRID)
+    spec = TrainSpec(form="vector", layer=lm.n_layers // 2)
+    result = run_sweep(lm, splits, spec, GRID, fits=False)
     rows = {row["m"]: row for row in result["summary"].to_pylist()}
     for split in ("train", "test"):
         pref = {m: rows[m][f"{split}_pref_odds"] for m in GRID}

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from steerfront.errors import SteerfrontError
-from steerfront.scoring.fit import DECAY_NAMES, decay, fit_curve, fit_report
+from steerfront.scoring.fit import (
+    DECAY_NAMES,
+    FREE_PARAMETERS,
+    decay,
+    fit_curve,
+    fit_report,
+    grid_problem,
+)
 
 # Symmetric grid from -10 to 10, denser near 0.
 _T = np.linspace(-1, 1, 41)
@@ -166,25 +173,42 @@ def _one_line_error(match: str, call) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_too_few_points():
-    m, y = np.array([-1.0, 0.5, 1.0]), np.array([0.0, 1.0, 0.5])
-    _one_line_error("at least 4 distinct m", lambda: fit_curve(m, y, "util"))
+def test_free_parameters_count_the_continuity_constraint():
+    """Linear coefficients plus six decay parameters, less one tied by continuity at m = 0."""
+    assert FREE_PARAMETERS == {"pref": 8, "util": 7}
+
+
+@pytest.mark.parametrize("kind,needed", [("pref", 16), ("util", 14)])
+def test_needs_twice_as_many_distinct_m_as_free_parameters(kind, needed):
+    enough = np.linspace(-10, 10, needed)
+    assert grid_problem(enough, kind) is None
+    assert fit_curve(enough, _clean(TRUE[kind], enough), kind).r2 > 0.99
+    few = np.linspace(-10, 10, needed - 1)
+    _one_line_error(
+        f"^fit: {needed - 1} distinct m, but the {kind} fit has {needed // 2} free parameters "
+        f"and needs at least {needed} distinct m$",
+        lambda: fit_curve(few, _clean(TRUE[kind], few), kind),
+    )
 
 
 def test_repeated_points_do_not_count_as_distinct():
-    m = np.repeat([-1.0, 0.5, 1.0], 4)
+    m = np.repeat(np.linspace(-10, 10, 13), 4)
     y = np.arange(m.size, dtype=float)
-    _one_line_error("at least 4 distinct m", lambda: fit_curve(m, y, "util"))
+    _one_line_error("13 distinct m, .* at least 14 distinct m", lambda: fit_curve(m, y, "util"))
 
 
 def test_only_positive_m():
     m = np.linspace(0, 10, 20)
-    _one_line_error("both signs.*m < 0", lambda: fit_curve(m, _clean(TRUE["util"], m), "util"))
+    _one_line_error(
+        "both signs.*none with m < 0$", lambda: fit_curve(m, _clean(TRUE["util"], m), "util")
+    )
 
 
 def test_only_negative_m():
     m = np.linspace(-10, 0, 20)[:-1]
-    _one_line_error("both signs.*m > 0", lambda: fit_curve(m, _clean(TRUE["util"], m), "util"))
+    _one_line_error(
+        "both signs.*none with m > 0$", lambda: fit_curve(m, _clean(TRUE["util"], m), "util")
+    )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
