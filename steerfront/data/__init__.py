@@ -7,7 +7,12 @@ from pathlib import Path
 
 from steerfront.data.loaders import FORMATS, load_pairs
 from steerfront.data.schema import PairSet, PolarityPair, Splits
-from steerfront.data.tokenize import EncodedPair, encode_pairs, render_prompt
+from steerfront.data.tokenize import (
+    EncodedPair,
+    encode_pairs,
+    end_of_turn_tokens,
+    render_prompt,
+)
 from steerfront.errors import SteerfrontError
 
 __all__ = [
@@ -18,6 +23,7 @@ __all__ = [
     "Splits",
     "builtin_names",
     "encode_pairs",
+    "end_of_turn_tokens",
     "load_concept",
     "load_pairs",
     "render_prompt",

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from steerfront.data import encode_pairs, load_concept
+from steerfront.data import (
+    PairSet,
+    builtin_names,
+    encode_pairs,
+    end_of_turn_tokens,
+    load_concept,
+)
 from steerfront.lm import load_model
 from steerfront.scoring.reference import reference_nll
 
@@ -44,3 +50,19 @@ def test_unsteered_model_sits_near_chance_on_a_short_answer_set(cache, monkeypat
         reference_nll(lm, e, positive=True) < reference_nll(lm, e, positive=False) for e in encoded
     ]
     assert 0.2 <= sum(correct) / len(correct) <= 0.8
+
+
+def test_answers_end_with_im_end_as_the_template_renders_them():
+    tokenizer = load_model().tokenizer
+    assert tokenizer.convert_ids_to_tokens(end_of_turn_tokens(tokenizer)) == ["<|im_end|>"]
+    for name in builtin_names():
+        pairs = PairSet(name, load_concept(name).pairs[:5])
+        for pair, e in zip(pairs, encode_pairs(tokenizer, pairs, end_of_turn=True), strict=True):
+            answer = [
+                {"role": "user", "content": pair.prompt},
+                {"role": "assistant", "content": pair.positive.lstrip()},
+            ]
+            text = tokenizer.apply_chat_template(answer, tokenize=False)
+            assert text.endswith("<|im_end|>\n")  # the newline between turns is left out
+            rendered = tokenizer(text.removesuffix("\n"), add_special_tokens=False)["input_ids"]
+            assert e.prompt + e.positive == tuple(rendered)

@@ -129,3 +129,18 @@ def test_bad_grids(tiny_lm, grid, message):
 def test_no_pairs(tiny_lm):
     with pytest.raises(SteerfrontError, match="no pairs to score"):
         evaluate(tiny_lm, [], None, 1.0)
+
+
+def test_end_of_turn_completions_equal_the_plain_reference(tiny_lm):
+    plain = encode_pairs(tiny_lm.tokenizer, MIXED)
+    ended = encode_pairs(tiny_lm.tokenizer, MIXED, end_of_turn=True)
+    assert [len(e.positive) for e in ended] == [len(e.positive) + 1 for e in plain]
+    intervention = random_intervention(tiny_lm, "vector", layer=1)
+    scores = evaluate(tiny_lm, ended, intervention, [0.0, 2.0])
+    for m in (0.0, 2.0):
+        expected = reference(tiny_lm, ended, intervention, m)
+        np.testing.assert_allclose(scores.l_p[scores.m == m], expected[:, 0], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(scores.l_n[scores.m == m], expected[:, 1], atol=1e-4, rtol=0)
+    # The end of turn adds its own NLL: each score is the plain one plus a positive amount.
+    without = evaluate(tiny_lm, plain, intervention, [0.0, 2.0])
+    assert (scores.l_p > without.l_p).all() and (scores.l_n > without.l_n).all()
