@@ -55,6 +55,15 @@ def _add_concept(parser: argparse.ArgumentParser) -> None:
     _add_format(parser)
 
 
+def _add_end_of_turn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--end-of-turn",
+        action="store_true",
+        help="score each completion with the chat template's end of turn after it, so an "
+        "answer that would go on scores lower (default: the completion alone)",
+    )
+
+
 def _add_format(parser: argparse.ArgumentParser) -> None:
     from steerfront.data import FORMATS
 
@@ -90,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model(evaluate)
     _add_concept(evaluate)
+    _add_end_of_turn(evaluate)
     evaluate.add_argument(
         "--pairs", type=int, default=6, help="how many pairs to score (default: 6)"
     )
@@ -109,6 +119,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     )
     _add_model(search)
     _add_concept(search)
+    _add_end_of_turn(search)
     search.add_argument(
         "--space",
         default=None,
@@ -150,6 +161,13 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         type=_words,
         default=None,
         help=f"comma-separated objectives (default: {','.join(SEARCH_SPACE['objectives'])})",
+    )
+    search.add_argument(
+        "--steps",
+        type=_ints,
+        default=None,
+        help="comma-separated training budgets in optimizer steps "
+        f"(default: {','.join(map(str, SEARCH_SPACE['steps']))})",
     )
     search.add_argument("--name", default=None, help="search name (default: search-DATE-TIME)")
     search.add_argument(
@@ -323,6 +341,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     )
     _add_model(sweep)
     _add_concept(sweep)
+    _add_end_of_turn(sweep)
     sweep.add_argument(
         "--form", choices=FORMS, default="vector", help="intervention form (default: vector)"
     )
@@ -500,7 +519,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise SteerfrontError(f"--pairs must be at least 1, not {args.pairs}")
     pairs = load_concept(args.concept, args.format)
     lm = load_model(args.model)
-    scores = evaluate(lm, encode_pairs(lm.tokenizer, pairs)[: args.pairs], None, 0.0)
+    encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)
+    scores = evaluate(lm, encoded[: args.pairs], None, 0.0)
     summary = scores.summary().to_pylist()[0]
     if args.json:
         rows = scores.table().drop_columns(["m"]).to_pylist()
@@ -574,11 +594,18 @@ def _sweep(args: argparse.Namespace) -> None:
         print(
             f"sweep: {lm.spec}, concept {pairs.name} ({len(splits.train)} train / "
             f"{len(splits.test)} test pairs), {spec.form} {objective.name} at layer "
-            f"{spec.layer}, {len(grid)} values of m",
+            f"{spec.layer}, {len(grid)} values of m"
+            + (", completions scored with the end of turn" if args.end_of_turn else ""),
             file=sys.stderr,
         )
     result = run_sweep(
-        lm, splits, spec, grid.tolist(), progress=not args.quiet, fits=not args.no_fit
+        lm,
+        splits,
+        spec,
+        grid.tolist(),
+        progress=not args.quiet,
+        fits=not args.no_fit,
+        end_of_turn=args.end_of_turn,
     )
     write_sweep(
         result,
@@ -656,7 +683,12 @@ def _search(args: argparse.Namespace) -> None:
     if args.resume:
         settings, space = _resumed(args)
     else:
-        overrides = {"layers": args.layers, "forms": args.forms, "objectives": args.objectives}
+        overrides = {
+            "layers": args.layers,
+            "forms": args.forms,
+            "objectives": args.objectives,
+            "steps": args.steps,
+        }
         space = load_space(args.space, overrides)
         settings = SearchSettings(
             name=args.name or time.strftime("search-%Y%m%d-%H%M%S"),
@@ -671,6 +703,7 @@ def _search(args: argparse.Namespace) -> None:
             retries=args.retries,
             gpus_per_trial=args.gpus_per_trial,
             dense_m=args.dense_m,
+            end_of_turn=args.end_of_turn,
             storage=args.storage,
             tracking_uri=args.tracking_uri,
             address=args.address or os.environ.get("RAY_ADDRESS"),

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from steerfront.cli import main
 
 
@@ -65,3 +67,18 @@ def test_evaluate_json(capsys, tiny_model_dir):
     assert status == 0 and len(result["pairs"]) == 2
     first = result["pairs"][0]
     assert abs(first["pref_odds"] - (first["L_n"] - first["L_p"])) < 1e-9
+
+
+def test_evaluate_end_of_turn_scores_the_answer_with_its_end(capsys, tiny_model_dir):
+    from steerfront.data import encode_pairs, load_concept
+    from steerfront.lm import load_model
+    from steerfront.scoring.evaluate import evaluate
+
+    flags = ("evaluate", "--model", str(tiny_model_dir), "--pairs", "2", "--json")
+    plain = json.loads(run(capsys, *flags)[1])
+    ended = json.loads(run(capsys, *flags, "--end-of-turn")[1])
+    lm = load_model(str(tiny_model_dir))
+    encoded = encode_pairs(lm.tokenizer, load_concept("agreeableness"), end_of_turn=True)[:2]
+    expected = evaluate(lm, encoded, None, 0.0).l_p
+    assert [p["L_p"] for p in ended["pairs"]] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert all(e["L_p"] > p["L_p"] for e, p in zip(ended["pairs"], plain["pairs"], strict=True))

@@ -20,8 +20,8 @@ TOUR = [
 # Where the tour meets the real default model, a test uses the tiny one and a smaller budget.
 TINY = {
     "evaluate": ["--pairs", "2"],
-    "sweep": ["--batch-size", "4", "-q"],
-    "search": ["--trials", "3", "-q"],
+    "sweep": ["--batch-size", "4", "--steps", "6", "-q"],
+    "search": ["--trials", "3", "--steps", "6", "-q"],
 }
 
 

@@ -55,12 +55,13 @@ def run_sweep(
     grid: list[float],
     progress: bool = False,
     fits: bool = True,
+    end_of_turn: bool = False,
 ) -> dict:
     """Train once, then score and measure train and test pairs at every m.
 
     Returns the per-pair table, the per-m summary (with manifold measures), the curve fits
     (None when `fits` is false) and the manifold's dimension. A grid the fits cannot use is
-    refused before training.
+    refused before training. `end_of_turn` scores each completion with the turn's end.
     """
     grid_array = sweep_grid(grid)
     problem = fit_problem(grid_array) if fits else None
@@ -70,11 +71,11 @@ def run_sweep(
     cache = PrefixCache()
     tables, summaries = [], {}
     for name, pairs in (("train", splits.train), ("test", splits.test)):
-        encoded = encode_pairs(lm.tokenizer, pairs)
+        encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=end_of_turn)
         scores = evaluate(lm, encoded, intervention, grid_array, cache=cache, progress=progress)
         tables.append(scores.table().append_column("split", pa.array([name] * len(scores.m))))
         summaries[name] = scores.summary().to_pylist()
-    test_encoded = encode_pairs(lm.tokenizer, splits.test)
+    test_encoded = encode_pairs(lm.tokenizer, splits.test, end_of_turn=end_of_turn)
     manifold, rows = _manifold_rows(lm, test_encoded, intervention, grid_array)
     summary = []
     for train_row, test_row, geometry in zip(
@@ -86,6 +87,7 @@ def run_sweep(
                 **{f"train_{k}": v for k, v in train_row.items() if k != "m"},
                 **{f"test_{k}": v for k, v in test_row.items() if k != "m"},
                 **{k: v for k, v in geometry.items() if k != "m"},
+                "end_of_turn": end_of_turn,  # how the completions were scored
             }
         )
     at_zero = min(summary, key=lambda r: abs(r["m"]))["test_util_odds"]

@@ -58,6 +58,7 @@ class SearchSettings:
     tracking_uri: str | None = None
     address: str | None = None
     retries: int = 1  # a trial whose worker dies is run again this many times, then failed
+    end_of_turn: bool = False  # score each completion with the turn's end
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
@@ -156,6 +157,7 @@ def _run(
                 "sampler": settings.sampler,
                 "seed": settings.seed,
                 "dense_m": settings.dense_m,
+                "end_of_turn": settings.end_of_turn,
                 "layers": layers,
                 **setup.baseline,
             }
@@ -207,6 +209,7 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
         name=settings.name,
         baseline={},
         dense_m=settings.dense_m,
+        end_of_turn=settings.end_of_turn,
         m_range={form: list(space.m[form]) for form in space.forms},
     )
     splits = setup.splits()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from steerfront.data import Splits, encode_pairs, load_concept
+from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_concept
 from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_model
@@ -50,10 +50,15 @@ class SearchSetup:
     device: str | None = None
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
+    end_of_turn: bool = False  # score each completion with the turn's end (encode_pairs)
 
     @property
     def store(self) -> Store:
         return Store(self.storage, self.name)
+
+    def encode(self, lm: LM, pairs: PairSet) -> list[EncodedPair]:
+        """Pairs as this search scores them."""
+        return encode_pairs(lm.tokenizer, pairs, end_of_turn=self.end_of_turn)
 
     def splits(self) -> Splits:
         pairs = load_concept(self.concept, self.fmt)
@@ -71,14 +76,13 @@ def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, PrefixCache, bool]:
         setup.val_fraction,
         setup.test_fraction,
         setup.seed,
+        setup.end_of_turn,
     )
     loaded = _WORKER.get("key") != key
     if loaded:
         lm = load_model(setup.model, device=setup.device)
         splits = setup.splits()
-        encoded = {
-            name: encode_pairs(lm.tokenizer, getattr(splits, name)) for name in SCORED_SPLITS
-        }
+        encoded = {name: setup.encode(lm, getattr(splits, name)) for name in SCORED_SPLITS}
         _WORKER.update(key=key, lm=lm, splits=splits, encoded=encoded, cache=PrefixCache())
     return _WORKER["lm"], _WORKER["splits"], _WORKER["encoded"], _WORKER["cache"], loaded
 
@@ -205,7 +209,7 @@ def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
     todo = [r for r in rows if r.get("test_pref_odds") is None]
     if not todo:
         return
-    encoded = encode_pairs(lm.tokenizer, setup.splits().test)
+    encoded = setup.encode(lm, setup.splits().test)
     cache, store = PrefixCache(), setup.store
     for key in sorted({r["train_key"] for r in todo}):
         group = [r for r in todo if r["train_key"] == key]

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from steerfront.data import encode_pairs
 from steerfront.errors import SteerfrontError
 from steerfront.lm import load_model
 from steerfront.scoring.evaluate import evaluate
@@ -47,7 +46,7 @@ def unsteered(setup: SearchSetup, space: SearchSpace) -> tuple[dict[str, float],
     splits = setup.splits()
     baseline = {}
     for name in SCORED_SPLITS:
-        scores = evaluate(lm, encode_pairs(lm.tokenizer, getattr(splits, name)), None, 0.0)
+        scores = evaluate(lm, setup.encode(lm, getattr(splits, name)), None, 0.0)
         row = scores.summary().to_pylist()[0]
         baseline[f"{name}_pref_odds"] = row["pref_odds"]
         baseline[f"{name}_util_odds"] = row["util_odds"]

@@ -37,7 +37,7 @@ def test_search_spreads_over_nodes_shares_the_cache_and_tracks_to_a_server(
 ):
     storage = tmp_path / "shared"
     space = tmp_path / "space.yaml"  # one train key: trials differ only in m
-    space.write_text("forms: [vector]\nobjectives: [split]\nlayers: [1]\ngamma: 5.0\n")
+    space.write_text("forms: [vector]\nobjectives: [split]\nlayers: [1]\ngamma: 5.0\nsteps: [6]\n")
     flags = ["--model", str(tiny_model_dir), "--storage", str(storage), "--name", "multi"]
     flags += ["--trials", "8", "--space", str(space)]
     flags += ["--address", two_nodes.address, "--concurrency", "2"]

@@ -92,7 +92,7 @@ def test_search_keeps_everything_in_the_store_and_nodes_share_its_cache(
     storage = f"s3://{BUCKET}/runs"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = tmp_path / "space.yaml"  # one train key: trials differ only in m
-    space.write_text("forms: [vector]\nobjectives: [split]\nlayers: [1]\ngamma: 5.0\n")
+    space.write_text("forms: [vector]\nobjectives: [split]\nlayers: [1]\ngamma: 5.0\nsteps: [6]\n")
     common = ["--storage", storage, "--tracking-uri", tracking, "--address", cluster.address]
     flags = ["--model", str(tiny_model_dir), "--name", "s3", "--trials", "12"]
     flags += ["--space", str(space), "--dense-m", "3", "--concurrency", "2", "-q"]

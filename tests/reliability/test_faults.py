@@ -11,7 +11,7 @@ from steerfront.cli import main
 
 def search(tmp_path, model_dir, *flags):
     argv = ["search", "--model", str(model_dir), "--storage", str(tmp_path / "runs"), "-q"]
-    return main([*argv, "--layers", "1", *flags])
+    return main([*argv, "--layers", "1", "--steps", "6", *flags])
 
 
 def test_a_dead_worker_is_retried_once_then_failed(tmp_path, tiny_model_dir, monkeypatch, capsys):

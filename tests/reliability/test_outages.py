@@ -22,7 +22,8 @@ def wait_for_rows(table, rows, process, limit=240):
 
 def command(tmp_path, model_dir, *flags):
     base = [sys.executable, "-m", "steerfront.cli", "search", "--storage", str(tmp_path / "runs")]
-    return [*base, "--model", str(model_dir), "--layers", "1", "--forms", "vector", *flags]
+    base += ["--model", str(model_dir), "--layers", "1", "--forms", "vector", "--steps", "6"]
+    return [*base, *flags]
 
 
 def test_mlflow_outage_keeps_every_result_and_resume_logs_the_rest(tmp_path, tiny_model_dir):

@@ -25,6 +25,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, tiny_model_dir):
     ]
     flags = ["--model", str(tiny_model_dir), "--name", "r1", "--trials", "6", "--layers", "1,2"]
     flags += ["--forms", "vector", "--objectives", "split,sft", "--concurrency", "1"]
+    flags += ["--steps", "6"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen([*base, *flags], env=env, stdout=subprocess.PIPE, text=True)
     table = runs / "r1" / "trials.parquet"

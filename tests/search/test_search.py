@@ -50,7 +50,7 @@ def refuse_models(patch):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model_dir):
     """One 4-trial search whose trials differ only in m: one training, three cache hits; its
-    driver (this process) cannot load a model."""
+    driver (this process) cannot load a model; completions scored with the end of turn."""
     tmp_path = tmp_path_factory.mktemp("search")
     space = tmp_path / "space.yaml"
     space.write_text(
@@ -61,6 +61,7 @@ def finished(tmp_path_factory, tiny_model_dir):
                 "layers": [1],
                 "m": [0.0, 3.0],
                 "gamma": 5.0,
+                "steps": [6],
             }
         )
     )
@@ -81,6 +82,7 @@ def finished(tmp_path_factory, tiny_model_dir):
             "s1",
             "--concurrency",
             "1",
+            "--end-of-turn",
         )
     assert status == 0 and loads == []
     return tmp_path, json.loads(out.getvalue().strip().splitlines()[-1])
@@ -121,6 +123,7 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert len(children) == 4
     for child in children:
         assert child.data.params["form"] == "vector" and "m" in child.data.params
+        assert child.data.params["steps"] == "6"
         assert {"pref_odds", "util_odds", "util_drop", "train_s", "eval_s"} <= set(
             child.data.metrics
         )
@@ -132,6 +135,7 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert {"best/best.yaml", "best/intervention.safetensors"} <= exported
     assert not (tmp_path / "runs" / "s1" / "artifacts").exists()  # logged from where they are
     assert "hypervolume" in parent.data.metrics
+    assert parent.data.params["end_of_turn"] == "True"
 
 
 def test_front_and_best_commands(finished, capsys):
@@ -164,7 +168,9 @@ def test_dense_points_are_the_evaluator_at_their_m(finished, tiny_model_dir):
         assert len(ms) in (8, 9) and trial["m"] not in ms  # 9 unless the trial's m is one
         assert 0.0 <= min(ms) and max(ms) <= 3.0 and max(ms) - min(ms) == pytest.approx(1.5)
     lm = load_model(str(tiny_model_dir))
-    encoded = encode_pairs(lm.tokenizer, setup.splits().val)
+    assert setup.end_of_turn
+    encoded = setup.encode(lm, setup.splits().val)
+    assert encoded != encode_pairs(lm.tokenizer, setup.splits().val)
     trial = trials[0]
     intervention = load_intervention(folder / "cache" / trial["train_key"], lm)
     for point in (trial, trial["dense_points"][0], trial["dense_points"][-1]):
@@ -185,11 +191,11 @@ def test_baselines_and_dense_test_metrics_are_the_evaluator(finished, tiny_model
     lm = load_model(str(tiny_model_dir))
     splits = setup.splits()
     for split in ("val", "test"):
-        encoded = encode_pairs(lm.tokenizer, getattr(splits, split))
+        encoded = encode_pairs(lm.tokenizer, getattr(splits, split), end_of_turn=True)
         row = evaluate(lm, encoded, None, 0.0).summary().to_pylist()[0]
         for key in ("pref_odds", "util_odds"):
             assert setup.baseline[f"{split}_{key}"] == pytest.approx(row[key], abs=1e-4)
-    encoded = encode_pairs(lm.tokenizer, splits.test)
+    encoded = encode_pairs(lm.tokenizer, splits.test, end_of_turn=True)
     front = pq.read_table(folder / "front.parquet").to_pylist()
     dense = [r for r in front if r["front"] == "extended" and r["dense"]]
     assert dense
