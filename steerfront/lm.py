@@ -170,9 +170,16 @@ class LM:
             )
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits from final-normed hidden states (apply only where scored)."""
+        """Logits from final-normed hidden states (apply only where scored), scaled as the
+        model's own forward scales them (Cohere, Granite, Gemma-2)."""
         with fast_linear():
             logits = self.model.lm_head(hidden)
+        scale = getattr(self.config, "logit_scale", None)  # Cohere multiplies
+        if scale:
+            logits = logits * scale
+        divisor = getattr(self.config, "logits_scaling", None)  # Granite divides
+        if divisor:
+            logits = logits / divisor
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
@@ -294,8 +301,13 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    check: bool = True,
 ) -> LM:
-    """Load a model and tokenizer from the built-in name, a local folder or a hub id."""
+    """Load a model and tokenizer from the built-in name, a local folder or a hub id.
+
+    With `check`, the model is refused unless steerfront's fast path scores a few probes as its
+    own forward does (`steerfront.selfcheck`; under a second on the default model).
+    """
     auto_device, auto_dtype = default_device()
     device = torch.device(device) if device is not None else auto_device
     dtype = dtype or auto_dtype
@@ -316,7 +328,12 @@ def load_model(
         ) from None
     model.to(device).eval()
     model.requires_grad_(False)
-    return LM(model=model, tokenizer=tokenizer, spec=spec)
+    lm = LM(model=model, tokenizer=tokenizer, spec=spec)
+    if check:
+        from steerfront.selfcheck import self_check  # it scores, and scoring builds on lm
+
+        self_check(lm)
+    return lm
 
 
 def _builtin_gguf() -> Path:
