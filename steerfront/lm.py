@@ -98,6 +98,7 @@ class LM:
         """
         entry = self._entry(layer)
         self._check_window(input_ids.shape[1])
+        self._check_rope(position_ids)
         captured: list[torch.Tensor] = []
 
         def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -140,6 +141,7 @@ class LM:
         """
         self._entry(layer)
         self._check_window(attention_mask.shape[-1])
+        self._check_rope(position_ids)
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
         with fast_linear():
             for block in self.layers[layer:stop]:
@@ -168,6 +170,27 @@ class LM:
             raise SteerfrontError(
                 f"sequences of {tokens} tokens exceed {self.spec}'s sliding window ({window})"
             )
+
+    def _check_rope(self, position_ids: torch.Tensor) -> None:
+        """Dynamic-NTK and LongRoPE frequencies change with the longest sequence in a batch,
+        which packing changes: refuse positions past the length where they start to change."""
+        params = getattr(self.config, "rope_parameters", None) or {}
+        for rope in [params] if "rope_type" in params else params.values():
+            kind = rope.get("rope_type", "default")
+            if "dynamic" in kind:
+                limit = self.config.max_position_embeddings
+            elif kind == "longrope":
+                limit = rope["original_max_position_embeddings"]
+            else:
+                continue
+            # The stock forward of prompt + completion has one token more than a packed row
+            # (a completion's last token is never fed).
+            tokens = int(position_ids.max()) + 2
+            if tokens > limit:
+                raise SteerfrontError(
+                    f"sequences of {tokens} tokens pass {self.spec}'s {kind} rotary embedding "
+                    f"limit ({limit} tokens; past it the frequencies depend on the length)"
+                )
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from final-normed hidden states (apply only where scored), scaled as the

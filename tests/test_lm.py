@@ -1,5 +1,7 @@
+import re
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +92,49 @@ def test_fast_linear_gradients_equal_torchs():
                 t.grad = None
         for fast, plain in zip(*grads, strict=True):
             torch.testing.assert_close(fast, plain)
+
+
+ROPES = {
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0},
+    "longrope": {
+        "rope_type": "longrope",
+        "factor": 4.0,
+        "rope_theta": 10000.0,
+        "short_factor": [1.0, 1.0, 1.0, 1.0],
+        "long_factor": [1.0, 2.0, 4.0, 8.0],
+        "original_max_position_embeddings": 128,
+    },
+}
+
+
+@pytest.mark.parametrize("rope", ROPES)
+def test_length_dependent_rope_exact_below_its_limit_refused_past_it(rope, tmp_path):
+    from conftest import save_tiny_model, tiny_config, tiny_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from steerfront.data import PairSet, PolarityPair, encode_pairs
+    from steerfront.methods import init_intervention
+    from steerfront.scoring.evaluate import evaluate
+    from steerfront.scoring.reference import reference_nll
+
+    save_tiny_model(tmp_path, "llama")
+    config = tiny_config("llama", len(tiny_tokenizer()))
+    config.rope_parameters = ROPES[rope]
+    config.max_position_embeddings = 128 if rope == "dynamic" else 512
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path), device="cpu", dtype=torch.float32)
+    assert lm.model.model.rotary_emb.rope_type == rope
+    short = PolarityPair("Is it on? " * 11 + "Say.", "Yes, it is.", "No!")  # a token a byte
+    encoded = encode_pairs(lm.tokenizer, PairSet("short", (short,)))
+    assert len(encoded[0].prompt) + len(encoded[0].positive) == 128
+    vector = init_intervention("vector", lm, 1)
+    vector.params["v"].normal_(generator=torch.Generator().manual_seed(1))
+    scores = evaluate(lm, encoded, vector, 2.0)
+    with vector.attached(lm, m=2.0):
+        expected = [reference_nll(lm, encoded[0], positive) for positive in (True, False)]
+    np.testing.assert_allclose([scores.l_p[0], scores.l_n[0]], expected, atol=1e-4, rtol=0)
+    longer = PairSet("long", (PolarityPair(short.prompt, "Yes, it is!!", "No"),))
+    message = f"sequences of 129 tokens pass {tmp_path}'s {rope} rotary embedding limit (128 tokens"
+    with pytest.raises(SteerfrontError, match=re.escape(message)):
+        evaluate(lm, encode_pairs(lm.tokenizer, longer), vector, 2.0)
