@@ -1,3 +1,4 @@
+import json
 import re
 from contextlib import nullcontext
 
@@ -61,12 +62,51 @@ def test_interrupted_conversion_leaves_nothing_trusted(monkeypatch, tmp_path):
     assert list((tmp_path / "models").iterdir()) == []
 
 
-@pytest.mark.skipif(
-    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="x86 CPUs only"
-)
-def test_fast_linear_runs_onednn_and_equals_linear():
+x86_only = pytest.mark.skipif(not lm_module._ONEDNN, reason="x86 CPUs with oneDNN's linear only")
+
+
+def onednn_calls(run) -> int:
     from torch.profiler import profile
 
+    with profile() as trace:
+        run()
+    return sum(e.name == "mkldnn::_linear_pointwise" for e in trace.events())
+
+
+@x86_only
+def test_a_measurement_writes_the_cache(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path))
+    monkeypatch.setattr(lm_module, "_kernel", lm_module._kernel)  # restored afterwards
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    (path,) = (tmp_path / "kernels").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["cpu"] == lm_module._cpu_name() and record["torch"] == torch.__version__
+    assert record["shapes"] == [[16, 32], [32, 32], [32, 64], [64, 32]]  # k/v, q/o, down, up
+    assert record["kernel"] == min(record["seconds"], key=record["seconds"].get)
+    assert lm_module.linear_kernel() == record["kernel"]
+    assert lm.n_layers == 4
+
+
+@x86_only
+@pytest.mark.parametrize("kernel", ["aten", "onednn"])
+def test_kernel_choice_is_read_from_the_cache(kernel, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path))
+    monkeypatch.setattr(lm_module, "_kernel", lm_module._kernel)
+    load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    (path,) = (tmp_path / "kernels").glob("*.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "kernel": kernel}))
+    monkeypatch.setattr(lm_module, "_time_kernels", lambda *_: pytest.fail("measured again"))
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    assert lm_module.linear_kernel() == kernel
+    hidden = torch.randn(2, 5, lm.hidden_size)
+    assert onednn_calls(lambda: lm.head(hidden)) == (1 if kernel == "onednn" else 0)
+
+
+@x86_only
+def test_fast_linear_runs_onednn_and_equals_linear(monkeypatch):
+    from torch.profiler import profile
+
+    monkeypatch.setattr(lm_module, "_kernel", "onednn")
     generator = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*s, generator=generator) for s in ((3, 50, 64), (96, 64), (96,)))
     with profile() as trace, lm_module.fast_linear():
@@ -77,7 +117,8 @@ def test_fast_linear_runs_onednn_and_equals_linear():
     torch.testing.assert_close(fast_nobias, x[0] @ weight.T)
 
 
-def test_fast_linear_gradients_equal_torchs():
+def test_fast_linear_gradients_equal_torchs(monkeypatch):
+    monkeypatch.setattr(lm_module, "_kernel", "onednn" if lm_module._ONEDNN else "aten")
     generator = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*s, generator=generator) for s in ((2, 4, 8), (5, 8), (5,)))
     for learns in ((x,), (x, weight, bias)):  # a frozen layer (steering), then a learning one
