@@ -21,11 +21,7 @@ PROBES = PairSet(
     "self-check",
     (
         PolarityPair("Is the sky blue? Answer yes or no.", "Yes", "No"),
-        PolarityPair(
-            "Describe your morning in one sentence.",
-            "I woke up early and enjoyed a quiet coffee.",
-            "I overslept and missed the bus again.",
-        ),
+        PolarityPair("How was your morning?", "Calm, bright and slow.", "Rushed, grey and late."),
     ),
 )
 # Largest difference allowed in a completion's summed NLL (nats): in fp32 that; in 16 bits,
