@@ -24,10 +24,11 @@ PROBES = PairSet(
         PolarityPair("How was your morning?", "Calm, bright and slow.", "Rushed, grey and late."),
     ),
 )
-# Largest difference allowed in a completion's summed NLL (nats): in fp32 that; in 16 bits,
-# that per completion token (measured on the default model on a CPU, in bf16 up to 0.030 a
-# token, in fp16 up to 0.006; both are given a margin of three).
-TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.1, torch.float16: 0.02}
+# Largest difference allowed in a completion's summed NLL (nats): a part for the completion and
+# one per token. In 16 bits the two paths round differently; measured on the default model on
+# a CPU, bf16 was off by up to 0.084 on a 1-token and 0.28 on a 7-token completion, fp16 by
+# 0.003 and 0.060; the allowance is about twice that or more. fp32 is off by 1e-4.
+TOLERANCE = {torch.float32: (1e-3, 0.0), torch.bfloat16: (0.2, 0.05), torch.float16: (0.01, 0.02)}
 M = 2.0
 
 
@@ -35,9 +36,18 @@ def self_check(lm: LM) -> float:
     """Raise a one-line `SteerfrontError` if the fast path and the model's own forward disagree
     on the probes; return the largest difference found (nats)."""
     encoded = encode_pairs(lm.tokenizer, PROBES)
-    vector = _random_vector(lm, lm.n_layers // 2)
+    try:
+        vector = _random_vector(lm, lm.n_layers // 2)
+        fast = evaluate(lm, encoded, None, 0.0), evaluate(lm, encoded[1:], vector, M)
+    except SteerfrontError:
+        raise
+    except Exception as exc:  # an architecture laid out unlike the decoders steerfront knows
+        why = (str(exc).strip().splitlines() or [""])[0]
+        raise SteerfrontError(
+            f"{lm.spec} fails the self-check: steerfront's fast path cannot run it "
+            f"({type(exc).__name__}: {why})"
+        ) from exc
     label = f"vector at layer {vector.layer}, m={M:g}"
-    fast = evaluate(lm, encoded, None, 0.0), evaluate(lm, encoded[1:], vector, M)
     checks = [(i, "unsteered", 0.0, fast[0], i) for i in range(len(encoded))]
     checks.append((len(encoded) - 1, label, M, fast[1], 0))
     rows = [(encoded[i], positive, m) for i, _, m, _, _ in checks for positive in (True, False)]
@@ -62,9 +72,8 @@ def self_check(lm: LM) -> float:
 
 
 def _tolerance(dtype: torch.dtype, tokens: int) -> float:
-    if dtype == torch.float32:
-        return TOLERANCE[dtype]
-    return TOLERANCE.get(dtype, TOLERANCE[torch.bfloat16]) * tokens
+    flat, per_token = TOLERANCE.get(dtype, TOLERANCE[torch.bfloat16])
+    return flat + per_token * tokens
 
 
 @torch.no_grad()

@@ -93,3 +93,18 @@ def test_self_check_refuses_a_fast_path_that_drops_the_scaling(scaled_dir, monke
         r"tolerance 0.001 for a 3-token completion in float32\)$",  # "Yes": 3 bytes
         message,
     )
+
+
+def test_self_check_refuses_a_layout_the_fast_path_cannot_run(tmp_path):
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    tokenizer = tiny_tokenizer()
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(SteerfrontError) as info:  # GPT-2 keeps its blocks in transformer.h
+        load_model(str(tmp_path), device="cpu", dtype=torch.float32)
+    assert str(info.value) == (
+        f"{tmp_path} fails the self-check: steerfront's fast path cannot run it "
+        "(AttributeError: 'GPT2LMHeadModel' object has no attribute 'model')"
+    )
