@@ -179,7 +179,8 @@ class LM:
         """Dynamic-NTK and LongRoPE frequencies change with the longest sequence in a batch,
         which packing changes: refuse positions past the length where they start to change."""
         params = getattr(self.config, "rope_parameters", None) or {}
-        for rope in [params] if "rope_type" in params else params.values():
+        per_layer_type = [p for p in params.values() if isinstance(p, dict)]
+        for rope in per_layer_type or [params]:
             kind = rope.get("rope_type", "default")
             if "dynamic" in kind:
                 limit = self.config.max_position_embeddings
@@ -218,8 +219,8 @@ class _OneDNNLinear(TorchFunctionMode):
     order, but oneDNN's kernels use the widest vector units the CPU has, where MKL's sgemm
     (ATen's default) may not: on AMD CPUs it runs its AVX2 path, at about half the speed; on
     Intel CPUs MKL wins (`choose_kernel` measures; bench/scoring_speed.py prints the ratio on
-    the machine at hand). A weight that learns is
-    left to ATen; a frozen one (steering trains only the intervention) passes input gradients."""
+    the machine at hand). A weight that learns is left to ATen; a frozen one (steering trains
+    only the intervention) passes input gradients."""
 
     def __torch_function__(
         self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None
@@ -299,8 +300,12 @@ def choose_kernel(model: nn.Module) -> str:
     key = {"cpu": _cpu_name(), "torch": torch.__version__, "shapes": shapes}
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"{digest}.json"
-    if path.is_file():
-        _kernel = json.loads(path.read_text())["kernel"]
+    try:
+        kernel = json.loads(path.read_text())["kernel"]
+    except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a damaged file
+        kernel = None
+    if kernel in ("aten", "onednn"):
+        _kernel = kernel
         return _kernel
     seconds = _time_kernels(shapes, counts)
     _kernel = "onednn" if seconds["onednn"] < seconds["aten"] else "aten"

@@ -85,6 +85,9 @@ def test_a_measurement_writes_the_cache(tiny_model_dir, tmp_path, monkeypatch):
     assert record["kernel"] == min(record["seconds"], key=record["seconds"].get)
     assert lm_module.linear_kernel() == record["kernel"]
     assert lm.n_layers == 4
+    path.write_text("{")  # damaged: measured again
+    load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    assert json.loads(path.read_text())["kernel"] == lm_module.linear_kernel()
 
 
 @x86_only
