@@ -3,8 +3,8 @@
 The evaluator bypasses the model's forward (a frozen prefix, packed rows with a tree mask, the
 shared prompt's keys and values, the head only where scored): an architecture whose forward
 does something more would be scored wrong without a word. Two probe pairs, rendered through
-the model's chat template, are scored both ways, unsteered and steered, before the model is
-used; a model that disagrees is refused.
+the model's chat template, are scored both ways (one unsteered, one steered) before the model
+is used; a model that disagrees is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def self_check(lm: LM) -> float:
     encoded = encode_pairs(lm.tokenizer, PROBES)
     try:
         vector = _random_vector(lm, lm.n_layers // 2)
-        fast = evaluate(lm, encoded, None, 0.0), evaluate(lm, encoded[1:], vector, M)
+        fast = evaluate(lm, encoded[:1], None, 0.0), evaluate(lm, encoded[1:], vector, M)
     except SteerfrontError:
         raise
     except Exception as exc:  # an architecture laid out unlike the decoders steerfront knows
@@ -48,8 +48,9 @@ def self_check(lm: LM) -> float:
             f"({type(exc).__name__}: {why})"
         ) from exc
     label = f"vector at layer {vector.layer}, m={M:g}"
-    checks = [(i, "unsteered", 0.0, fast[0], i) for i in range(len(encoded))]
-    checks.append((len(encoded) - 1, label, M, fast[1], 0))
+    # The short answers unsteered (both completions predicted from one position), the free
+    # text steered (multi-token completions, the tree mask, steering in the frozen prefix).
+    checks = [(0, "unsteered", 0.0, fast[0], 0), (1, label, M, fast[1], 0)]
     rows = [(encoded[i], positive, m) for i, _, m, _, _ in checks for positive in (True, False)]
     expected = iter(_stock_nll(lm, rows, vector))
     worst = 0.0
