@@ -28,7 +28,11 @@ def main() -> None:
 
     lm = load_model(args.model)
     encoded = encode_pairs(lm.tokenizer, load_concept(args.concept))[: args.pairs]
-    spec = TrainSpec(form=args.form, layer=lm.n_layers // 2, objective=Objective("split"))
+    # One pass over the pairs (8 steps for 64 pairs), as before the step budget.
+    steps = -(-len(encoded) // 8)
+    spec = TrainSpec(
+        form=args.form, layer=lm.n_layers // 2, objective=Objective("split"), steps=steps
+    )
     print(f"model {lm.spec}, layer {spec.layer}/{lm.n_layers}, {len(encoded)} pairs, {spec.form}")
     results, seconds = {}, {}
     for name, frozen in (("full model", False), ("frozen prefix", True)):
