@@ -65,7 +65,7 @@ def test_run_sweep_refuses_a_grid_the_fits_cannot_use_before_training(monkeypatc
 
 def test_sweep_scores_train_and_test_at_every_m(tiny_lm):
     splits = PAIRS.split(0.0, 0.25, seed=0)
-    spec = TrainSpec(form="vector", layer=1, batch_size=4)
+    spec = TrainSpec(form="vector", layer=1, batch_size=4, steps=6)
     result = run_sweep(tiny_lm, splits, spec, GRID)
     pairs = result["pairs"]
     assert pairs.num_rows == len(PAIRS) * len(GRID)
@@ -85,7 +85,7 @@ def test_sweep_scores_train_and_test_at_every_m(tiny_lm):
 def test_grid_order_and_duplicates_do_not_change_the_results(tiny_lm):
     """Each m's scores, manifold measures and fitted curve belong to that m, whatever the order."""
     splits = PAIRS.split(0.0, 0.25, seed=0)
-    spec = TrainSpec(form="vector", layer=1, batch_size=4)
+    spec = TrainSpec(form="vector", layer=1, batch_size=4, steps=6)
     shuffled = [GRID[i] for i in np.random.default_rng(0).permutation(len(GRID))]
     runs = [run_sweep(tiny_lm, splits, spec, grid) for grid in (GRID, shuffled + GRID[:3])]
     sorted_rows, shuffled_rows = (run["summary"].to_pylist() for run in runs)
@@ -115,6 +115,8 @@ def test_cli_sweep_writes_everything(tmp_path, tiny_model_dir, capsys):
             "4",
             "--factors",
             "2,4",
+            "--steps",
+            "6",
             "--out",
             str(out),
             "--json",
@@ -145,7 +147,7 @@ def test_cli_sweep_without_fits_writes_the_rest(tmp_path, tiny_model_dir, capsys
     """--no-fit takes a grid too small to fit, and says the fits were skipped."""
     out = tmp_path / "sweep"
     argv = ["sweep", "--model", str(tiny_model_dir), "--layer", "1", "--m=2,-1,0,2"]
-    status = main([*argv, "--no-fit", "--factors", "2,4", "--out", str(out), "-q"])
+    status = main([*argv, "--no-fit", "--factors", "2,4", "--steps", "6", "--out", str(out), "-q"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "fits skipped (--no-fit)" in printed and "R²" not in printed
@@ -162,7 +164,7 @@ def test_interrupted_sweep_leaves_no_output(tmp_path, tiny_model_dir, monkeypatc
     monkeypatch.setattr(report, "plot_manifold", interrupted)
     out = tmp_path / "sweep"
     argv = ["sweep", "--model", str(tiny_model_dir), "--layer", "1", "--m=-1,0,1,2", "--no-fit"]
-    status = main([*argv, "--factors", "2,4", "--out", str(out), "-q"])
+    status = main([*argv, "--factors", "2,4", "--steps", "6", "--out", str(out), "-q"])
     assert status == 130
     assert list(tmp_path.iterdir()) == []
 
