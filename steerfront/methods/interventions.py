@@ -57,6 +57,7 @@ class Intervention:
         p = self.params
         if self.form == "vector":
             return p["v"]
+        x = x.to(next(iter(p.values())).dtype)  # a bf16 model's stream, fp32 parameters
         if self.form == "lora":
             return (x @ p["A"].T) @ p["B"].T
         return x @ p["dW"].T + p["db"]

@@ -7,9 +7,12 @@ From the completion NLLs `L_p = -log P(A_p|q)` and `L_n = -log P(A_n|q)`:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:  # imported where tables are made: scoring runs without pyarrow (GPU boxes)
+    import pyarrow as pa
 
 # P(u|q) is clamped to at most 1 - CLAMP_EPS (only reachable with per-token-mean NLLs).
 CLAMP_EPS = 1e-6
@@ -57,6 +60,8 @@ class LogOdds:
 
     def table(self) -> pa.Table:
         """Per-row results as an Arrow table."""
+        import pyarrow as pa
+
         return pa.table(
             {
                 "pair": self.pair,
@@ -89,6 +94,8 @@ class LogOdds:
                     "clamped": int(self.clamped[sel].sum()),
                 }
             )
+        import pyarrow as pa
+
         return pa.Table.from_pylist(rows)
 
 
