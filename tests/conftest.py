@@ -82,6 +82,15 @@ def tiny_lm(request, tmp_path_factory):
     return load_model(str(folder), device="cpu", dtype=torch.float32)
 
 
+@pytest.fixture(scope="session", params=ARCHS)
+def tiny_lm_bf16(request, tmp_path_factory):
+    """The same tiny models loaded in bf16 (CPU); `load_model(lm.spec)` gives them in fp32."""
+    from steerfront.lm import load_model
+
+    folder = save_tiny_model(tmp_path_factory.mktemp(f"{request.param}-bf16"), request.param)
+    return load_model(str(folder), device="cpu", dtype=torch.bfloat16)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama-style model folder, for CLI tests."""
