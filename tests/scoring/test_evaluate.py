@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import BF16_VS_FP32
 
 from steerfront import forward
 from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
@@ -149,11 +150,6 @@ def test_end_of_turn_completions_equal_the_plain_reference(tiny_lm):
 # The fast path in bf16 against the plain reference in bf16 (CPU), per completion: measured at
 # most 0.001 nats on the tiny models (every architecture and form).
 BF16_ATOL = 0.01
-# bf16 against fp32 on the same weights and intervention, per pair (pref_odds, util_odds):
-# measured at most 0.046 nats on the tiny models (gemma2, lora, util_odds; means over pairs
-# 0.0082); on the default model, 30 agreeableness pairs unsteered and with a trained lora at
-# m=1: means over pairs differ by at most 0.045 (unsteered util_odds), single pairs by 0.17.
-BF16_VS_FP32 = 0.1
 
 
 @pytest.mark.parametrize("form", FORMS)
