@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from steerfront.defaults import (
     DEFAULT_CONCEPT,
     DEFAULT_MODEL,
+    DTYPES,
     FACTORS,
     FORMS,
     LEARNING_RATE,
@@ -43,6 +44,15 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=DEFAULT_MODEL,
         help=f"built-in name, local folder or Hugging Face hub id (default: {DEFAULT_MODEL})",
+    )
+
+
+def _add_dtype(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="the model's dtype; auto: bfloat16 on a GPU, float32 on a CPU (default: auto)",
     )
 
 
@@ -93,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--model", default=None, help="also report token lengths under this model's tokenizer"
     )
+    _add_dtype(validate)
 
     evaluate = commands.add_parser(
         "evaluate", help="score the unsteered model's preference and utility log-odds"
     )
     _add_model(evaluate)
+    _add_dtype(evaluate)
     _add_concept(evaluate)
     _add_end_of_turn(evaluate)
     evaluate.add_argument(
@@ -118,6 +130,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         "default (local Ray, the default model, a built-in concept, all three forms).",
     )
     _add_model(search)
+    _add_dtype(search)
     _add_concept(search)
     _add_end_of_turn(search)
     search.add_argument(
@@ -253,6 +266,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
         help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
     )
     best.add_argument("--out", default=None, help="export folder (default: SEARCH/best)")
+    _add_dtype(best)
     best.add_argument("--json", action="store_true", help="print the pick as JSON")
 
     ui = commands.add_parser("ui", help="browse searches in the MLflow UI (binds 127.0.0.1)")
@@ -290,6 +304,7 @@ def _add_search(commands: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--max-new-tokens", type=int, default=60, help="answer length limit (default: 60)"
     )
+    _add_dtype(generate)
 
 
 def _add_finished_search(parser: argparse.ArgumentParser) -> None:
@@ -340,6 +355,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help="train one intervention and score it over an m-grid (curves, fits, manifold)",
     )
     _add_model(sweep)
+    _add_dtype(sweep)
     _add_concept(sweep)
     _add_end_of_turn(sweep)
     sweep.add_argument(
@@ -500,7 +516,7 @@ def _validate(args: argparse.Namespace) -> None:
     if args.model:
         from steerfront.lm import load_model
 
-        lm = load_model(args.model)
+        lm = load_model(args.model, dtype=args.dtype)
         encoded = encode_pairs(lm.tokenizer, pairs)
         for part in ("prompt", "positive", "negative"):
             lengths = sorted(len(getattr(e, part)) for e in encoded)
@@ -512,19 +528,20 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from steerfront.data import encode_pairs, load_concept
-    from steerfront.lm import load_model
+    from steerfront.lm import dtype_name, load_model
     from steerfront.scoring.evaluate import evaluate
 
     if args.pairs < 1:
         raise SteerfrontError(f"--pairs must be at least 1, not {args.pairs}")
     pairs = load_concept(args.concept, args.format)
-    lm = load_model(args.model)
+    lm = load_model(args.model, dtype=args.dtype)
     encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)
     scores = evaluate(lm, encoded[: args.pairs], None, 0.0)
     summary = scores.summary().to_pylist()[0]
     if args.json:
         rows = scores.table().drop_columns(["m"]).to_pylist()
-        print(json.dumps({"model": lm.spec, "concept": pairs.name, "pairs": rows, **summary}))
+        what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": pairs.name}
+        print(json.dumps({**what, "pairs": rows, **summary}))
         return
     print(f"{'pair':>4} {'L_p':>8} {'L_n':>8} {'pref_odds':>10} {'util_odds':>10}  prompt")
     for i in range(len(scores.m)):
@@ -573,7 +590,7 @@ def _sweep(args: argparse.Namespace) -> None:
         gamma=args.gamma,
         theta=args.theta,
     )
-    lm = load_model(args.model)
+    lm = load_model(args.model, dtype=args.dtype)
     spec = TrainSpec(
         form=args.form,
         layer=lm.check_layer(args.layer if args.layer is not None else lm.n_layers // 2),
@@ -618,6 +635,7 @@ def _sweep(args: argparse.Namespace) -> None:
             json.dumps(
                 {
                     "out": str(out),
+                    "dtype": result["summary"]["dtype"][0].as_py(),
                     "summary": result["summary"].to_pylist(),
                     "fits": None
                     if result["fits"] is None
@@ -693,6 +711,7 @@ def _search(args: argparse.Namespace) -> None:
         settings = SearchSettings(
             name=args.name or time.strftime("search-%Y%m%d-%H%M%S"),
             model=args.model,
+            dtype=args.dtype,
             concept=args.concept,
             fmt=args.format,
             trials=args.trials,
@@ -836,7 +855,7 @@ def _best(args: argparse.Namespace) -> None:
     folder = store.local
     record = pick(read_front(folder, extended=not args.plain), args.rule, args.max_util_drop)
     state = json.loads((folder / STATE).read_text())
-    lm = load_model(state["settings"]["model"])
+    lm = load_model(state["settings"]["model"], dtype=args.dtype)
     source = cached(store, record["train_key"], required=True)
     out = export(record, Path(args.out) if args.out else folder / "best", source, lm)
     if not args.out:
@@ -861,7 +880,7 @@ def _generate(args: argparse.Namespace) -> None:
     from steerfront.methods.io import load_intervention, read_sidecar
 
     sidecar = read_sidecar(args.intervention)
-    lm = load_model(args.model or sidecar.get("model") or DEFAULT_MODEL)
+    lm = load_model(args.model or sidecar.get("model") or DEFAULT_MODEL, dtype=args.dtype)
     intervention = load_intervention(args.intervention, lm)
     m = args.m if args.m is not None else sidecar.get("meta", {}).get("m", 1.0)
     unsteered, steered = generate(lm, args.prompt, intervention, m, args.max_new_tokens)

@@ -7,6 +7,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_CONCEPT = "agreeableness"
 
 FORMS = ("vector", "lora", "local_weight")
+# Model dtypes by name; "auto" is bf16 on a GPU, fp32 on a CPU.
+DTYPES = ("auto", "float32", "bfloat16")
 OBJECTIVES = ("diffmean", "sft", "reps", "split")
 
 # SPLIT (PAPER.md §6): L = lambda_p·L_p + lambda_n·L_n + gamma·ReLU(theta - (L_n - L_p)).

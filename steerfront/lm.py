@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
-from steerfront.defaults import DEFAULT_MODEL
+from steerfront.defaults import DEFAULT_MODEL, DTYPES
 from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir, write_atomic
 
@@ -396,20 +396,31 @@ def default_device() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype as settings and results name it (`DTYPES`): "float32", "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
     check: bool = True,
 ) -> LM:
     """Load a model and tokenizer from the built-in name, a local folder or a hub id.
 
-    With `check`, the model is refused unless steerfront's fast path scores a few probes as its
-    own forward does (`steerfront.selfcheck`; on the default model 1.4 s of one core).
+    `dtype` may be named (`DTYPES`, so that settings stay plain text); "auto" or None is bf16
+    on CUDA, else fp32. With `check`, the model is refused unless steerfront's fast path scores
+    a few probes as its own forward does (`steerfront.selfcheck`; on the default model 1.4 s
+    of one core).
     """
     auto_device, auto_dtype = default_device()
     device = torch.device(device) if device is not None else auto_device
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise SteerfrontError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+        dtype = None if dtype == "auto" else getattr(torch, dtype)
     dtype = dtype or auto_dtype
     if spec == DEFAULT_MODEL:
         folder, kwargs = _builtin_folder(), {}

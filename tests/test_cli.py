@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import BF16_VS_FP32
 
 from steerfront.cli import main
 
@@ -67,6 +68,24 @@ def test_evaluate_json(capsys, tiny_model_dir):
     assert status == 0 and len(result["pairs"]) == 2
     first = result["pairs"][0]
     assert abs(first["pref_odds"] - (first["L_n"] - first["L_p"])) < 1e-9
+
+
+def test_evaluate_in_bf16_is_close_to_fp32_and_says_so(capsys, tiny_model_dir):
+    flags = ("evaluate", "--model", str(tiny_model_dir), "--pairs", "3", "--json")
+    fp32 = json.loads(run(capsys, *flags, "--dtype", "float32")[1])
+    bf16 = json.loads(run(capsys, *flags, "--dtype", "bfloat16")[1])
+    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
+    assert json.loads(run(capsys, *flags)[1])["dtype"] == "float32"  # auto, on a CPU
+    for ours, want in zip(bf16["pairs"], fp32["pairs"], strict=True):
+        assert ours["L_p"] != want["L_p"]  # bf16 did run
+        assert abs(ours["pref_odds"] - want["pref_odds"]) < BF16_VS_FP32
+        assert abs(ours["util_odds"] - want["util_odds"]) < BF16_VS_FP32
+
+
+def test_bad_dtype_is_argparses_one_line(capsys):
+    status, out, err = run(capsys, "evaluate", "--dtype", "float16")
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1 and "--dtype" in err and "'float16'" in err
 
 
 def test_evaluate_end_of_turn_scores_the_answer_with_its_end(capsys, tiny_model_dir):

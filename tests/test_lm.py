@@ -182,3 +182,9 @@ def test_length_dependent_rope_exact_below_its_limit_refused_past_it(rope, tmp_p
     message = f"sequences of 129 tokens pass {tmp_path}'s {rope} rotary embedding limit (128 tokens"
     with pytest.raises(SteerfrontError, match=re.escape(message)):
         evaluate(lm, encode_pairs(lm.tokenizer, longer), vector, 2.0)
+
+
+def test_a_dtype_by_name(tiny_model_dir):
+    assert load_model(str(tiny_model_dir), dtype="bfloat16").dtype == torch.bfloat16
+    with pytest.raises(SteerfrontError, match=r"^dtype 'float16': choose from auto, float32, "):
+        load_model(str(tiny_model_dir), dtype="float16")

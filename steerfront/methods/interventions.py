@@ -53,24 +53,28 @@ class Intervention:
         return list(self.params.values())
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """The unscaled change `ΔW x + Δb` for input `x` (for `vector`: `v`)."""
+        """The unscaled change `ΔW x + Δb` for input `x` (for `vector`: `v`), in the wider of
+        the two dtypes: fp32 parameters on a bf16 model see the activation cast up (a no-op on
+        an fp32 model), so they train and apply in fp32."""
         p = self.params
         if self.form == "vector":
             return p["v"]
-        x = x.to(next(iter(p.values())).dtype)  # a bf16 model's stream, fp32 parameters
+        x = x.to(torch.promote_types(x.dtype, next(iter(p.values())).dtype))
         if self.form == "lora":
             return (x @ p["A"].T) @ p["B"].T
         return x @ p["dW"].T + p["db"]
 
     def _scaled(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        m = self.m
+        """`out + m·delta(x)`, the change computed in its own dtype and cast to the
+        activation's where it is added."""
+        m, delta = self.m, self.delta(x)
         if isinstance(m, torch.Tensor) and m.dim() > 0:
             if m.shape[0] != out.shape[0]:
                 raise SteerfrontError(
                     f"per-row m has {m.shape[0]} values for a batch of {out.shape[0]} rows"
                 )
-            m = m.to(out.dtype).view(-1, *([1] * (out.dim() - 1)))
-        return out + m * self.delta(x).to(out.dtype)
+            m = m.to(delta.dtype).view(-1, *([1] * (out.dim() - 1)))
+        return out + (m * delta).to(out.dtype)
 
     @contextmanager
     def attached(self, lm: LM, m: float | torch.Tensor | None = None) -> Iterator[Intervention]:

@@ -14,7 +14,7 @@ import torch
 from steerfront.data import EncodedPair, Splits, encode_pairs
 from steerfront.errors import SteerfrontError
 from steerfront.forward import PackedBatch, frozen_prefix, pack
-from steerfront.lm import LM
+from steerfront.lm import LM, dtype_name
 from steerfront.methods import Intervention, TrainSpec, fit
 from steerfront.scoring.evaluate import PrefixCache, check_grid, evaluate
 from steerfront.scoring.fit import KINDS, FitReport, fit_report, grid_problem
@@ -88,6 +88,7 @@ def run_sweep(
                 **{f"test_{k}": v for k, v in test_row.items() if k != "m"},
                 **{k: v for k, v in geometry.items() if k != "m"},
                 "end_of_turn": end_of_turn,  # how the completions were scored
+                "dtype": dtype_name(lm.dtype),  # the model's, which the scores carry
             }
         )
     at_zero = min(summary, key=lambda r: abs(r["m"]))["test_util_odds"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from steerfront.defaults import SEARCH
+from steerfront.defaults import DTYPES, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
 from steerfront.search.best import front_volume, read_trials, volume_reference
@@ -59,6 +59,7 @@ class SearchSettings:
     address: str | None = None
     retries: int = 1  # a trial whose worker dies is run again this many times, then failed
     end_of_turn: bool = False  # score each completion with the turn's end
+    dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
@@ -71,6 +72,8 @@ class SearchSettings:
             )
         if self.dense_m < 0:
             raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
+        if self.dtype not in DTYPES:
+            raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
     @functools.cached_property
     def store(self) -> Store:
@@ -158,6 +161,7 @@ def _run(
                 "seed": settings.seed,
                 "dense_m": settings.dense_m,
                 "end_of_turn": settings.end_of_turn,
+                "dtype": settings.dtype,
                 "layers": layers,
                 **setup.baseline,
             }
@@ -210,6 +214,7 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
         baseline={},
         dense_m=settings.dense_m,
         end_of_turn=settings.end_of_turn,
+        dtype=settings.dtype,
         m_range={form: list(space.m[form]) for form in space.forms},
     )
     splits = setup.splits()

@@ -51,6 +51,7 @@ class SearchSetup:
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
     end_of_turn: bool = False  # score each completion with the turn's end (encode_pairs)
+    dtype: str = "auto"  # the model's, by name (load_model); auto: bf16 on a GPU worker
 
     @property
     def store(self) -> Store:
@@ -77,10 +78,11 @@ def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, PrefixCache, bool]:
         setup.test_fraction,
         setup.seed,
         setup.end_of_turn,
+        setup.dtype,
     )
     loaded = _WORKER.get("key") != key
     if loaded:
-        lm = load_model(setup.model, device=setup.device)
+        lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
         splits = setup.splits()
         encoded = {name: setup.encode(lm, getattr(splits, name)) for name in SCORED_SPLITS}
         _WORKER.update(key=key, lm=lm, splits=splits, encoded=encoded, cache=PrefixCache())

@@ -40,7 +40,7 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
 def unsteered(setup: SearchSetup, space: SearchSpace) -> tuple[dict[str, float], list[int]]:
     """The unsteered model's metrics per scored split, and the layers to search (the space
     checked against the model before anything is scored)."""
-    lm = load_model(setup.model, device=setup.device)
+    lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
     proj = lm.down_proj(0)
     layers = space.check_model(lm.n_layers, min(proj.in_features, proj.out_features))
     splits = setup.splits()
@@ -58,7 +58,7 @@ def score_and_export(
 ) -> tuple[list[dict], dict[str, bytes]]:
     """`rows` with their missing test metrics filled in, and the files that export `rows[best]`
     (paths relative to the export folder; none without `best`)."""
-    lm = load_model(setup.model, device=setup.device)
+    lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
     score_test(rows, setup, lm)
     if best is None:
         return rows, {}

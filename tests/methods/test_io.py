@@ -251,3 +251,23 @@ def test_export_peft_refuses_other_forms(tiny_lm, tmp_path, form):
     intervention = random_intervention(tiny_lm, form)
     refused(lambda: export_peft(intervention, tmp_path / "adapter", tiny_lm), repr(form))
     assert not (tmp_path / "adapter").exists()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_saved_in_one_dtype_applies_in_the_other(tiny_lm_bf16, form, tmp_path):
+    fp32 = load_model(tiny_lm_bf16.spec, device="cpu", dtype=torch.float32)
+    intervention = random_intervention(fp32, form)
+    for source, target in ((fp32, tiny_lm_bf16), (tiny_lm_bf16, fp32)):
+        save_intervention(intervention, tmp_path / "iv", source)
+        loaded = load_intervention(tmp_path / "iv", target)
+        for name, tensor in intervention.params.items():
+            assert loaded.params[name].dtype == torch.float32
+            assert torch.equal(loaded.params[name], tensor)
+        with loaded.attached(target, m=2.0):
+            steered = logits(target)
+        with intervention.attached(fp32, m=2.0):
+            expected = logits(fp32)
+        assert steered.dtype == target.dtype
+        # bf16 keeps about 3 significant digits: its error is a small part of the steering.
+        error = (steered.float() - expected).abs().max()
+        assert error < (expected - logits(fp32)).abs().max() / 10

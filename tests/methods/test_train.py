@@ -277,3 +277,30 @@ def test_fit_holds_out_whole_prompts_only_when_stopping_early(tiny_lm, monkeypat
     assert {"steps", "patience", "holdout_loss", "best_step"} <= set(intervention.meta)
     fit(tiny_lm, twice, TrainSpec(form="vector", layer=1, batch_size=4, steps=8, patience=0))
     assert (seen["fitted"], seen["held"]) == (len(twice), 0)
+
+
+@pytest.mark.parametrize(
+    "form,objective",
+    [(f, o) for f in ("vector", "lora", "local_weight") for o in ("split", "sft", "reps")]
+    + [("vector", "diffmean")],
+)
+def test_training_in_bf16_keeps_fp32_parameters(tiny_lm_bf16, form, objective, monkeypatch):
+    optimizers = []
+
+    class Recorded(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            optimizers.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recorded)
+    state = {k: v.clone() for k, v in tiny_lm_bf16.model.state_dict().items()}
+    spec = TrainSpec(form=form, layer=2, objective=Objective(objective), batch_size=4, steps=4)
+    intervention = fit(tiny_lm_bf16, PAIRS, spec)
+    assert {t.dtype for t in intervention.params.values()} == {torch.float32}
+    assert all(torch.isfinite(t).all() for t in intervention.params.values())
+    assert any(t.abs().sum() > 0 for t in intervention.params.values())
+    moments = [t for o in optimizers for s in o.state.values() for t in s.values()]
+    assert len(optimizers) == (objective != "diffmean")
+    assert all(t.dtype == torch.float32 for t in moments) and (moments or not optimizers)
+    for name, tensor in tiny_lm_bf16.model.state_dict().items():
+        assert tensor.dtype == torch.bfloat16 and torch.equal(tensor, state[name]), name

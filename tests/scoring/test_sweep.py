@@ -72,6 +72,7 @@ def test_sweep_scores_train_and_test_at_every_m(tiny_lm):
     assert set(pairs.column("split").to_pylist()) == {"train", "test"}
     summary = result["summary"].to_pylist()
     assert [row["m"] for row in summary] == GRID
+    assert {row["dtype"] for row in summary} == {"float32"}  # tiny_lm's, recorded per row
     for key in ("train_pref_odds", "test_util_odds", "off_manifold", "knn_distance", "projection"):
         assert all(np.isfinite(row[key]) for row in summary), key
     # The manifold's distance is smallest where nothing is steered.
@@ -121,11 +122,14 @@ def test_cli_sweep_writes_everything(tmp_path, tiny_model_dir, capsys):
             str(out),
             "--json",
             "-q",
+            "--dtype",
+            "bfloat16",
         ]
     )
     assert status == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["out"] == str(out)
+    assert result["out"] == str(out) and result["dtype"] == "bfloat16"
+    assert set(pq.read_table(out / "summary.parquet").column("dtype").to_pylist()) == {"bfloat16"}
     names = sorted(path.name for path in out.iterdir())
     assert names == [
         "fits.json",

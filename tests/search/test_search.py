@@ -83,6 +83,8 @@ def finished(tmp_path_factory, tiny_model_dir):
             "--concurrency",
             "1",
             "--end-of-turn",
+            "--dtype",
+            "float32",
         )
     assert status == 0 and loads == []
     return tmp_path, json.loads(out.getvalue().strip().splitlines()[-1])
@@ -136,6 +138,7 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert not (tmp_path / "runs" / "s1" / "artifacts").exists()  # logged from where they are
     assert "hypervolume" in parent.data.metrics
     assert parent.data.params["end_of_turn"] == "True"
+    assert parent.data.params["dtype"] == "float32"
 
 
 def test_front_and_best_commands(finished, capsys):
@@ -168,7 +171,7 @@ def test_dense_points_are_the_evaluator_at_their_m(finished, tiny_model_dir):
         assert len(ms) in (8, 9) and trial["m"] not in ms  # 9 unless the trial's m is one
         assert 0.0 <= min(ms) and max(ms) <= 3.0 and max(ms) - min(ms) == pytest.approx(1.5)
     lm = load_model(str(tiny_model_dir))
-    assert setup.end_of_turn
+    assert setup.end_of_turn and setup.dtype == "float32"
     encoded = setup.encode(lm, setup.splits().val)
     assert encoded != encode_pairs(lm.tokenizer, setup.splits().val)
     trial = trials[0]
@@ -324,3 +327,11 @@ def test_bad_search_input(tmp_path, tiny_model_dir, capsys, flags, message):
     status = search(tmp_path, tiny_model_dir, *flags)
     err = capsys.readouterr().err
     assert status == 2 and message in err and err.count("\n") == 1
+
+
+def test_settings_refuse_an_unknown_dtype():
+    from steerfront.errors import SteerfrontError
+    from steerfront.search.run import SearchSettings
+
+    with pytest.raises(SteerfrontError, match=r"^--dtype 'float16': choose from auto, "):
+        SearchSettings(name="s", model="m", concept="c", dtype="float16")
