@@ -412,8 +412,8 @@ def load_model(
 
     `dtype` may be named (`DTYPES`, so that settings stay plain text); "auto" or None is bf16
     on CUDA, else fp32. With `check`, the model is refused unless steerfront's fast path scores
-    a few probes as its own forward does (`steerfront.selfcheck`; on the default model 1.4 s
-    of one core).
+    a few probes as its own forward does (`steerfront.selfcheck`; on the default model 0.65 s
+    on two cores, 0.95 s on one).
     """
     auto_device, auto_dtype = default_device()
     device = torch.device(device) if device is not None else auto_device
