@@ -406,13 +406,12 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
-    check: bool = True,
 ) -> LM:
     """Load a model and tokenizer from the built-in name, a local folder or a hub id.
 
     `dtype` may be named (`DTYPES`, so that settings stay plain text); "auto" or None is bf16
-    on CUDA, else fp32. With `check`, the model is refused unless steerfront's fast path scores
-    a few probes as its own forward does (`steerfront.selfcheck`; on the default model 0.65 s
+    on CUDA, else fp32. The model is refused unless steerfront's fast path scores a few probes
+    as its own forward does (`steerfront.selfcheck`; on the default model 0.65 s
     on two cores, 0.95 s on one).
     """
     auto_device, auto_dtype = default_device()
@@ -441,10 +440,9 @@ def load_model(
     model.requires_grad_(False)
     choose_kernel(model)
     lm = LM(model=model, tokenizer=tokenizer, spec=spec)
-    if check:
-        from steerfront.selfcheck import self_check  # it scores, and scoring builds on lm
+    from steerfront.selfcheck import self_check  # it scores, and scoring builds on lm
 
-        self_check(lm)
+    self_check(lm)
     return lm
 
 
