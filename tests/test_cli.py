@@ -54,6 +54,29 @@ def test_wrong_flag_is_one_line_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["search", "--trails", "4"], "did you mean --trails -> --trials?"),
+        (["datasets", "list", "--jsn"], "did you mean --jsn -> --json?"),
+        (["sweep", "--layr=3"], "did you mean --layr=3 -> --layer?"),
+    ],
+)
+def test_a_misspelt_flag_names_the_nearest_one_and_the_subcommands_help(capsys, argv, hint):
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert hint in err
+    assert (
+        f"(see steerfront {' '.join(argv[:-1] if argv[0] == 'datasets' else argv[:1])} --help)"
+        in err
+    )
+
+
+def test_an_unknown_word_gets_no_guess(capsys):
+    status, _, err = run(capsys, "front", "a", "b")
+    assert status == 2 and "unrecognized arguments: b (see steerfront front --help)" in err
+
+
 def test_evaluate_prints_log_odds(capsys, tiny_model_dir):
     status, out, _ = run(capsys, "evaluate", "--model", str(tiny_model_dir), "--pairs", "3")
     assert status == 0

@@ -1,0 +1,77 @@
+"""`steerfront datasets list|show|validate`: the concept sets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from steerfront.cli.args import add_dtype, add_format
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    datasets = commands.add_parser("datasets", help="list, show and validate concept sets")
+    datasets_commands = datasets.add_subparsers(dest="datasets_command", required=True)
+    listing = datasets_commands.add_parser("list", help="built-in concept sets and their sizes")
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    listing.set_defaults(run=list_sets, parser=listing)
+    show = datasets_commands.add_parser("show", help="print a few pairs of a concept set")
+    show.add_argument("name", help="built-in concept name or path to a concept file")
+    show.add_argument("-n", type=int, default=3, help="how many pairs to print (default: 3)")
+    add_format(show)
+    show.set_defaults(run=show_set, parser=show)
+    validate = datasets_commands.add_parser("validate", help="check a concept file")
+    validate.add_argument("file", help="path to a concept file")
+    add_format(validate)
+    validate.add_argument(
+        "--model", default=None, help="also report token lengths under this model's tokenizer"
+    )
+    add_dtype(validate)
+    validate.set_defaults(run=validate_set, parser=validate)
+
+
+def list_sets(args: argparse.Namespace) -> None:
+    from steerfront.data import builtin_names, load_concept
+
+    rows = []
+    for name in builtin_names():
+        pairs = load_concept(name)
+        shape = "short answer" if pairs.is_short_answer else "free text"
+        rows.append({"name": name, "pairs": len(pairs), "shape": shape})
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f"{'name':<16} {'pairs':>5}  shape")
+    for row in rows:
+        print(f"{row['name']:<16} {row['pairs']:>5}  {row['shape']}")
+
+
+def show_set(args: argparse.Namespace) -> None:
+    from steerfront.data import load_concept
+
+    pairs = load_concept(args.name, args.format)
+    for pair in pairs.pairs[: max(args.n, 0)]:
+        print(f"prompt:   {pair.prompt}\npositive: {pair.positive!r}")
+        print(f"negative: {pair.negative!r}\n")
+    print(f"{pairs.name}: {len(pairs)} pairs")
+
+
+def validate_set(args: argparse.Namespace) -> None:
+    from steerfront.data import encode_pairs, load_pairs
+    from steerfront.data.loaders import detect_format
+
+    pairs = load_pairs(args.file, args.format)
+    fmt = args.format or detect_format(Path(args.file))
+    shape = "short answer" if pairs.is_short_answer else "free text"
+    print(f"{args.file}: ok, {len(pairs)} pairs, format {fmt}, {shape}")
+    if args.model:
+        from steerfront.lm import load_model
+
+        lm = load_model(args.model, dtype=args.dtype)
+        encoded = encode_pairs(lm.tokenizer, pairs)
+        for part in ("prompt", "positive", "negative"):
+            lengths = sorted(len(getattr(e, part)) for e in encoded)
+            print(
+                f"  {part:<8} tokens: min {lengths[0]}, median {lengths[len(lengths) // 2]}, "
+                f"max {lengths[-1]}"
+            )

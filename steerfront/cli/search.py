@@ -1,0 +1,223 @@
+"""`steerfront search`: the Pareto front of forms, layers, strengths and hyperparameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import TYPE_CHECKING
+
+from steerfront.cli.args import (
+    add_concept,
+    add_dtype,
+    add_end_of_turn,
+    add_model,
+    describe,
+    ints,
+    print_front,
+    words,
+)
+from steerfront.defaults import SEARCH, SEARCH_SPACE
+from steerfront.errors import SteerfrontError
+from steerfront.search.storage import Store
+
+if TYPE_CHECKING:
+    from steerfront.search.run import SearchSettings
+    from steerfront.search.space import SearchSpace
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    search = commands.add_parser(
+        "search",
+        help="search forms, layers, strengths and hyperparameters for the Pareto front",
+        description="Ray Tune runs the trials, Optuna (two objectives: pref_odds and util_odds "
+        "on validation pairs) picks them, MLflow tracks them. With no arguments: the embedded "
+        "default (local Ray, the default model, a built-in concept, all three forms).",
+    )
+    add_model(search)
+    add_dtype(search)
+    add_concept(search)
+    add_end_of_turn(search)
+    search.add_argument(
+        "--space",
+        default=None,
+        help="search-space YAML file (default: the built-in space; see README)",
+    )
+    search.add_argument(
+        "--trials",
+        type=int,
+        default=SEARCH["trials"],
+        help=f"trial budget (default: {SEARCH['trials']})",
+    )
+    search.add_argument(
+        "--sampler",
+        choices=("tpe", "nsga2", "random"),
+        default=SEARCH["sampler"],
+        help="Optuna sampler; nsga2 breeds generations of a quarter of the trials (4 to 50) "
+        f"(default: {SEARCH['sampler']})",
+    )
+    search.add_argument(
+        "--seed",
+        type=int,
+        default=SEARCH["seed"],
+        help=f"seed of the sampler, the split and training (default: {SEARCH['seed']})",
+    )
+    search.add_argument(
+        "--layers",
+        type=ints,
+        default=None,
+        help="comma-separated layers (default: every third layer of the middle half)",
+    )
+    search.add_argument(
+        "--forms",
+        type=words,
+        default=None,
+        help=f"comma-separated forms (default: {','.join(SEARCH_SPACE['forms'])})",
+    )
+    search.add_argument(
+        "--objectives",
+        type=words,
+        default=None,
+        help=f"comma-separated objectives (default: {','.join(SEARCH_SPACE['objectives'])})",
+    )
+    search.add_argument(
+        "--steps",
+        type=ints,
+        default=None,
+        help="comma-separated training budgets in optimizer steps "
+        f"(default: {','.join(map(str, SEARCH_SPACE['steps']))})",
+    )
+    search.add_argument("--name", default=None, help="search name (default: search-DATE-TIME)")
+    search.add_argument(
+        "--resume",
+        metavar="NAME",
+        default=None,
+        help="continue the search NAME whose driver stopped (default: start a new search)",
+    )
+    search.add_argument(
+        "--storage",
+        default=SEARCH["storage"],
+        help="folder for the search's results, Ray state and cache of trained interventions, "
+        f"and the default MLflow store; a shared path (NFS) on a cluster "
+        f"(default: {SEARCH['storage']})",
+    )
+    search.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
+    )
+    search.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)",
+    )
+    search.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="trials at once (default: as many as the resources allow)",
+    )
+    search.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="times a trial whose worker died is run again before it counts as failed (default: 1)",
+    )
+    search.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)"
+    )
+    search.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPUs per trial, fractions allowed (default: 0)",
+    )
+    search.add_argument(
+        "--dense-m",
+        type=int,
+        default=SEARCH["dense_m"],
+        metavar="K",
+        help="each trial also scores K values of m around its own, in the same pass, for the "
+        f"extended front; 0 turns this off (default: {SEARCH['dense_m']})",
+    )
+    search.add_argument(
+        "--max-util-drop",
+        type=float,
+        default=SEARCH["max_util_drop"],
+        help=f"best: most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
+    )
+    search.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    search.set_defaults(run=run, parser=search)
+
+
+def run(args: argparse.Namespace) -> None:
+    import time
+
+    from steerfront.search.run import SearchSettings, run_search
+    from steerfront.search.space import load_space
+
+    if args.trials < 1:
+        raise SteerfrontError(f"--trials must be at least 1, not {args.trials}")
+    if args.resume:
+        settings, space = resumed(args)
+    else:
+        overrides = {
+            "layers": args.layers,
+            "forms": args.forms,
+            "objectives": args.objectives,
+            "steps": args.steps,
+        }
+        space = load_space(args.space, overrides)
+        settings = SearchSettings(
+            name=args.name or time.strftime("search-%Y%m%d-%H%M%S"),
+            model=args.model,
+            dtype=args.dtype,
+            concept=args.concept,
+            fmt=args.format,
+            trials=args.trials,
+            sampler=args.sampler,
+            seed=args.seed,
+            concurrency=args.concurrency,
+            cpus_per_trial=args.cpus_per_trial,
+            retries=args.retries,
+            gpus_per_trial=args.gpus_per_trial,
+            dense_m=args.dense_m,
+            end_of_turn=args.end_of_turn,
+            storage=args.storage,
+            tracking_uri=args.tracking_uri,
+            address=args.address or os.environ.get("RAY_ADDRESS"),
+            quiet=args.quiet,
+            extra={"max_util_drop": args.max_util_drop},
+        )
+    summary = run_search(space, settings, resume=bool(args.resume))
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return
+    print_front(summary["extended_front"])
+    extended = summary["hypervolume_extended"]
+    print(
+        f"{summary['trials']} trials ({summary['failed']} failed): "
+        f"{summary['model_loads']} model loads, {summary['trainings']} trainings, "
+        f"{summary['cache_hits']} cache hits; hypervolume {summary['hypervolume']:.3f}"
+        + (f" (extended front {extended:.3f})" if extended != summary["hypervolume"] else "")
+    )
+    if summary["best"]:
+        print(f"best: {describe(summary['best'])} -> {summary['folder']}/best/")
+    print(
+        f"MLflow: {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run_id']})"
+    )
+
+
+def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
+    from steerfront.search.run import STATE, SearchSettings
+    from steerfront.search.space import SearchSpace
+
+    store = Store(args.storage, args.resume)
+    if not store.pull(STATE):
+        raise SteerfrontError(f"no search named {args.resume!r} in {args.storage} to resume")
+    state = json.loads((store.local / STATE).read_text())
+    settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
+    settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
+    settings.tracking_uri = args.tracking_uri or settings.tracking_uri
+    return settings, SearchSpace(**state["space"])
