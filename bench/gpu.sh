@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The GPU check of issue #16: bench/scale.py on Qwen2.5-7B, Llama-3.1-8B and Gemma-2-9B at full
-# depth in bf16, random weights, on one 80-140 GB CUDA GPU with only torch, transformers and
-# peft installed. One JSON line per model goes to the results file (default $OUT/gpu.json, else
-# ./gpu.json); each model runs under its own time limit, the whole under 8 minutes.
+# The GPU check of issue #16, on one 80-140 GB CUDA GPU with only torch, transformers and peft
+# installed: bench/gpu_checks.py (the evaluator against the stock forward in fp32 and bf16 on
+# cut-down Qwen2.5, Llama-3.1 and Gemma-2, its sliding window and soft-caps included, and bf16
+# against fp32), then bench/scale.py on Qwen2.5-7B, Llama-3.1-8B and Gemma-2-9B at full depth in
+# bf16, random weights (with steerfront's memory estimate beside the measured peak). One JSON
+# line per step goes to the results file (default $OUT/gpu.json, else ./gpu.json); each runs
+# under its own time limit, the whole under 8 minutes.
 #
 #     bash bench/gpu.sh [RESULTS] [PEAK_FLOPS]     # PEAK_FLOPS: default 989e12 (H100/H200 bf16 dense)
 set -euo pipefail
@@ -17,6 +20,16 @@ mkdir -p "$(dirname "$results")"
 
 echo "gpu.sh: $("$python" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))')"
 "$python" -c 'import transformers; print("gpu.sh: transformers", transformers.__version__)'
+echo "gpu.sh: correctness checks (limit 40 s) ..."
+status=0
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" timeout 40 "$python" "$here/bench/gpu_checks.py" \
+    --device cuda > "$results.checks" || status=$?
+if [ "$status" -eq 0 ]; then
+    tail -n 1 "$results.checks" | tee -a "$results"
+else
+    echo "{\"check\": \"correctness\", \"error\": \"exit status $status\"}" | tee -a "$results"
+fi
+rm -f "$results.checks"
 for name in qwen2.5-7b llama3.1-8b gemma2-9b; do
     echo "gpu.sh: $name, full depth, bf16 (limit ${per_model} s) ..."
     started=$SECONDS

@@ -14,7 +14,9 @@ Prints one JSON line: `tokens_per_s` (tokens through the layers per second: each
 sequence once per value of m), `flops_per_s` (2 x weights x tokens over the layers run, plus the
 head at the scored positions; attention's own products left out), `peak_share` (with
 `--peak-flops`), `train_step_s` (a training call's time over its steps, setup included),
-`peak_memory_gb` (CUDA: max_memory_allocated; CPU: the process's peak RSS), `weights_gb`,
+`peak_memory_gb` (CUDA: max_memory_allocated; CPU: the process's peak RSS), `estimate_gb`
+(what steerfront.memory estimates of that peak from the configuration alone: weights, the
+LoRA's optimizer state, a training step's activations), `weights_gb`,
 `memory_per_pair_mb` (a trial's memory above the weights, evaluation and training, per pair),
 `trials_per_device` (trials, each with its own copy of the weights as one model per worker has,
 that fit in the device's memory: the GPU's, or the machine's RAM) and
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from steerfront.data import EncodedPair  # noqa: E402
 from steerfront.lm import LM, choose_kernel  # noqa: E402
+from steerfront.memory import CUDA_CONTEXT, trial_memory  # noqa: E402
 from steerfront.methods.interventions import init_intervention  # noqa: E402
 from steerfront.methods.objectives import Objective, TrainSpec  # noqa: E402
 from steerfront.methods.train import train  # noqa: E402
@@ -242,6 +245,15 @@ def main(argv: list[str] | None = None) -> dict:
         trial = max(0, _rss_peak() - base)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    # steerfront's estimate of this run's peak (`trial_memory`): the weights, the LoRA's
+    # optimizer state, a training step's activations (its pairs' add and sub rows at the
+    # longest width); no cache and no CUDA context, which max_memory_allocated leaves out.
+    width = max(len(p.prompt) + len(p.positive) + len(p.negative) for p in pairs)
+    step = {"forms": ("lora",), "rank": 4, "tokens": 2 * batch_size * width, "width": width}
+    estimate = trial_memory(config, dtype, 0, stored_layers=layers, **step)["total"] - CUDA_CONTEXT
+    full_config = load_config(args.config, args.override)
+    full_estimate = trial_memory(full_config, dtype, 0, **step)["total"] - CUDA_CONTEXT
+
     packed = sum(len(p.prompt) + len(p.positive) + len(p.negative) - 2 for p in pairs)
     scored = sum(len(p.positive) + len(p.negative) for p in pairs)
     tokens = k * packed
@@ -264,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_step_s": round(train_step_s, 3),
         "train_batch_pairs": batch_size,
         "peak_memory_gb": round(peak / GB, 3),
+        "estimate_gb": round(estimate / GB, 3),
         "weights_gb": round(weights / GB, 3),
         "memory_per_pair_mb": round(trial / n_pairs / MB, 2),
         "device_memory_gb": round(total / GB, 1),
@@ -287,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         full_trial = per_trial * scale
         out["full_depth"] = {
             "weights_gb": round(weights_full / GB, 3),
+            "estimate_gb": round(full_estimate / GB, 3),
             "tokens_per_s": round(tokens / (eval_s * scale), 1),
             "train_step_s": round(train_step_s * scale, 3),
             "trials_per_device": int(total // (weights_full + full_trial)),

@@ -39,7 +39,7 @@ from steerfront.data import encode_pairs  # noqa: E402
 from steerfront.defaults import DEFAULT_MODEL, SEARCH_SPACE, SPLIT  # noqa: E402
 from steerfront.errors import SteerfrontError  # noqa: E402
 from steerfront.lm import load_model  # noqa: E402
-from steerfront.scoring.evaluate import PrefixCache  # noqa: E402
+from steerfront.memory import MemoryCache, default_cache_bytes  # noqa: E402
 from steerfront.search.best import front, points, read_trials  # noqa: E402
 from steerfront.search.pareto import hypervolume  # noqa: E402
 from steerfront.search.run import (  # noqa: E402
@@ -85,11 +85,11 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dic
     """Every (form, layer) trained once and scored at `m_values` values of m in one pass."""
     started = time.perf_counter()
     with ray_session(None):  # the baseline comes from a worker, as in a search
-        setup, layers = prepare(space, new_setup(space, settings), settings.resources)
+        setup, layers, _ = prepare(space, new_setup(space, settings), settings.resources)
     lm = load_model(settings.model)
     splits = setup.splits()
     encoded = encode_pairs(lm.tokenizer, splits.val)
-    prefixes = PrefixCache()
+    prefixes = MemoryCache(default_cache_bytes(lm.device))
     rows, keys = [], set()
     for form in space.forms:
         grid = [float(m) for m in np.linspace(*space.m[form], m_values)]
@@ -97,7 +97,7 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dic
             fixed = FixedTrial({"form": form, "layer": layer, f"m_{form}": grid[0]})
             config = Sampler(space, layers)(fixed)
             spec = train_spec(config, setup.seed)
-            intervention, _ = obtain(lm, splits, spec, settings.store, "bench")
+            intervention, _ = obtain(lm, splits, spec, settings.store, "bench", prefixes)
             keys.add(train_key(spec, lm.spec, splits.train.fingerprint))
             scores = score(lm, encoded, intervention, grid, prefixes, setup.baseline, "val")
             rows += [{"form": form, "layer": layer, "m": m, **scores[m]} for m in grid]

@@ -47,6 +47,11 @@ SEARCH_SPACE = {
     "theta": SPLIT["theta"],
     "steps": (TRAIN["steps"],),
 }
+# Default `--cache-gb`: this share of the memory a search worker has (its share of the GPU, or
+# of the machine's RAM by its share of the CPUs). Frozen prefixes are small (a pair set's
+# hidden states at one layer: 28 pairs of 60 tokens at width 3584 in bf16 is 12 MB); a
+# local_weight intervention of a 9B model is 205 MB; both are cheap to recompute or reload.
+CACHE_SHARE = 0.05
 SEARCH = {
     "trials": 24,
     "sampler": "tpe",

@@ -19,9 +19,8 @@ from tqdm.auto import tqdm
 
 from steerfront.data import EncodedPair
 from steerfront.lm import LM
+from steerfront.memory import tokens_per_batch
 
-# Padded tokens per batch (rows x longest sequence); large enough to keep the cores busy.
-TOKENS_PER_BATCH = 4096
 # Logits computed at once (24 MiB in fp32: 128 rows of a 49k vocabulary); larger blocks cost
 # fresh pages on every allocation and fall out of the CPU's caches between passes.
 LOGITS_PER_CHUNK = 6 << 20
@@ -137,13 +136,25 @@ def _within(idx: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
     return (idx[None, :] >= span[:, :1]) & (idx[None, :] < span[:, 1:])
 
 
+def batch_tokens(
+    lm: LM, encoded: list[EncodedPair], stored_layers: int = 0, copies: int = 1
+) -> int:
+    """Padded tokens per batch of `encoded` on `lm`'s device (`memory.tokens_per_batch`, rows
+    as long as the longest packed pair), each batch run `copies` times at once (training's add
+    and sub rows) through `stored_layers` layers that keep activations for backward."""
+    width = max(len(e.prompt) + len(e.positive) + len(e.negative) for e in encoded)
+    return tokens_per_batch(lm.config, lm.dtype, lm.device, width, stored_layers, copies)
+
+
 def pack(
     encoded: list[EncodedPair],
+    tokens: int,
     full_completions: bool = False,
     max_rows: int | None = None,
     pad_id: int = 0,
 ) -> list[PackedBatch]:
-    """Length-sorted batches of packed sequences.
+    """Length-sorted batches of packed sequences, `tokens` padded tokens each at most (or one
+    pair, if that is longer).
 
     Scoring needs no logits after a completion's last token, so by default that token is left
     out; `full_completions` keeps it (for activations on every completion token). `max_rows`
@@ -157,7 +168,7 @@ def pack(
         stop = start + 1
         while (
             stop < len(order)
-            and lengths[order[stop]] * (stop + 1 - start) <= TOKENS_PER_BATCH
+            and lengths[order[stop]] * (stop + 1 - start) <= tokens
             and (max_rows is None or stop - start < max_rows)
         ):
             stop += 1

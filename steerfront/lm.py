@@ -23,7 +23,7 @@ from torch import nn
 from torch.autograd.function import FunctionCtx
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
-from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from steerfront.defaults import DEFAULT_MODEL, DTYPES
 from steerfront.errors import SteerfrontError
@@ -426,41 +426,44 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def load_model(
-    spec: str = DEFAULT_MODEL,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-) -> LM:
-    """Load a model and tokenizer from the built-in name, a local folder or a hub id.
-
-    `dtype` may be named (`DTYPES`, so that settings stay plain text); "auto" or None is bf16
-    on CUDA, else fp32. The model is refused unless steerfront's fast path scores a few probes
-    as its own forward does (`steerfront.selfcheck`; on the default model 0.65 s
-    on two cores, 0.95 s on one).
-    """
+def resolve(
+    device: str | torch.device | None = None, dtype: torch.dtype | str | None = None
+) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype a model loads with: `dtype` may be named (`DTYPES`, so that
+    settings stay plain text); "auto" or None is bf16 on CUDA, else fp32."""
     auto_device, auto_dtype = default_device()
     device = torch.device(device) if device is not None else auto_device
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise SteerfrontError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
         dtype = None if dtype == "auto" else getattr(torch, dtype)
-    dtype = dtype or auto_dtype
-    if spec == DEFAULT_MODEL:
-        folder, kwargs = _builtin_folder(), {}
-    elif Path(spec).expanduser().is_dir():
-        folder, kwargs = Path(spec).expanduser(), {}
-    else:
-        folder, kwargs = spec, {"trust_remote_code": trust_remote_code}
-    try:
-        with _quiet_loading():
-            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
-        raise SteerfrontError(
-            f"model {spec!r}: not a built-in name, a local model folder, or a hub id available "
-            f"offline ({str(exc).strip().splitlines()[0]})"
-        ) from None
+    return device, dtype or auto_dtype
+
+
+def load_config(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The configuration of a model spec, without its weights."""
+    folder, kwargs = _source(spec, trust_remote_code)
+    with _offline_error(spec):
+        return AutoConfig.from_pretrained(folder, **kwargs)
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+) -> LM:
+    """Load a model and tokenizer from the built-in name, a local folder or a hub id, on
+    `device` in `dtype` (`resolve`).
+
+    The model is refused unless steerfront's fast path scores a few probes as its own forward
+    does (`steerfront.selfcheck`; on the default model 0.65 s on two cores, 0.95 s on one).
+    """
+    device, dtype = resolve(device, dtype)
+    folder, kwargs = _source(spec, trust_remote_code)
+    with _offline_error(spec), _quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     model.to(device).eval()
     model.requires_grad_(False)
     choose_kernel(model)
@@ -469,6 +472,26 @@ def load_model(
 
     self_check(lm)
     return lm
+
+
+def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict]:
+    """Where a spec's files are, and what `from_pretrained` needs to read them."""
+    if spec == DEFAULT_MODEL:
+        return _builtin_folder(), {}
+    if Path(spec).expanduser().is_dir():
+        return Path(spec).expanduser(), {}
+    return spec, {"trust_remote_code": trust_remote_code}
+
+
+@contextmanager
+def _offline_error(spec: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
+        raise SteerfrontError(
+            f"model {spec!r}: not a built-in name, a local model folder, or a hub id available "
+            f"offline ({str(exc).strip().splitlines()[0]})"
+        ) from None
 
 
 def _builtin_gguf() -> Path:

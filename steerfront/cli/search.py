@@ -17,7 +17,7 @@ from steerfront.cli.args import (
     print_front,
     words,
 )
-from steerfront.defaults import SEARCH, SEARCH_SPACE
+from steerfront.defaults import CACHE_SHARE, SEARCH, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
@@ -133,6 +133,14 @@ def add(commands: argparse._SubParsersAction) -> None:
         help="GPUs per trial, fractions allowed (default: 0)",
     )
     search.add_argument(
+        "--cache-gb",
+        type=float,
+        default=None,
+        help="memory each worker keeps frozen-prefix activations and trained interventions "
+        f"in, least recently used dropped first (default: {CACHE_SHARE * 100:g}%% of the trial's "
+        "share of its device's memory: of the GPU, or of the RAM by its share of the CPUs)",
+    )
+    search.add_argument(
         "--dense-m",
         type=int,
         default=SEARCH["dense_m"],
@@ -183,6 +191,7 @@ def run(args: argparse.Namespace) -> None:
             retries=args.retries,
             gpus_per_trial=args.gpus_per_trial,
             dense_m=args.dense_m,
+            cache_gb=args.cache_gb,
             end_of_turn=args.end_of_turn,
             storage=args.storage,
             tracking_uri=args.tracking_uri,

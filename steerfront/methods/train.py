@@ -19,6 +19,7 @@ from steerfront.errors import SteerfrontError
 from steerfront.forward import (
     PackedBatch,
     SharedPrompt,
+    batch_tokens,
     completion_logprobs,
     frozen_prefix,
     pack,
@@ -62,8 +63,9 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
 
     handles = [layer.register_forward_hook(grab) for layer in lm.layers]
     total = torch.zeros(lm.n_layers, lm.hidden_size, dtype=torch.float32, device=lm.device)
+    tokens = batch_tokens(lm, encoded, stored_layers=lm.n_layers)  # every block's output kept
     try:
-        for batch in pack(encoded, full_completions=True):
+        for batch in pack(encoded, tokens, full_completions=True):
             batch = batch.to(lm.device)
             outputs.clear()
             mask = batch.mask(lm.dtype)
@@ -189,7 +191,9 @@ class _Rows:
         use_frozen_prefix: bool,
     ) -> None:
         self.lm, self.objective, self.start = lm, spec.objective, start
-        self.batches = [b.to(lm.device) for b in pack(encoded, max_rows=spec.batch_size)]
+        # A step's activations: each pair an add and a sub row, through layers start..L-1.
+        tokens = batch_tokens(lm, encoded, stored_layers=lm.n_layers - start, copies=2)
+        self.batches = [b.to(lm.device) for b in pack(encoded, tokens, max_rows=spec.batch_size)]
         self.hidden = (
             frozen_prefix(lm, self.batches, start)
             if use_frozen_prefix

@@ -3,7 +3,7 @@
 Fast by construction: pairs packed so both completions share one prompt, batched by length
 (each step trimmed to its rows' longest sequence); the prompt tokens all pairs share run once
 per m; the frozen prefix below the first layer steering changes computed once per (pair set,
-layer) and kept in a `PrefixCache`; a whole m-grid scored as per-row multipliers in one pass;
+layer) and kept in a `MemoryCache`; a whole m-grid scored as per-row multipliers in one pass;
 logits and the last block's MLP only at scored positions; fp32 linear layers through the
 kernel measured fastest on this CPU (`lm.fast_linear`).
 """
@@ -20,36 +20,31 @@ from tqdm.auto import tqdm
 from steerfront.data import EncodedPair
 from steerfront.errors import SteerfrontError
 from steerfront.forward import (
-    TOKENS_PER_BATCH,
     PackedBatch,
     SharedPrompt,
+    batch_tokens,
     completion_logprobs,
     frozen_prefix,
     pack,
     shared_prompt_length,
 )
 from steerfront.lm import LM
+from steerfront.memory import MemoryCache
 from steerfront.methods.interventions import Intervention, check_fits
 from steerfront.scoring.logodds import LogOdds
 
 
-class PrefixCache:
-    """Packed batches and their frozen prefix per (pair set, layer), kept across calls."""
+def prefix(
+    lm: LM, encoded: list[EncodedPair], layer: int, cache: MemoryCache, progress: bool = False
+) -> tuple[list[PackedBatch], list[torch.Tensor]]:
+    """Packed batches of `encoded` and their frozen prefix at `layer`, kept in `cache`."""
+    key = ("prefix", id(lm.model), tuple(hash(e) for e in encoded), layer)
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple, tuple[list[PackedBatch], list[torch.Tensor]]] = {}
+    def make() -> tuple[list[PackedBatch], list[torch.Tensor]]:
+        batches = [b.to(lm.device) for b in pack(encoded, batch_tokens(lm, encoded))]
+        return batches, frozen_prefix(lm, batches, layer, progress)
 
-    def get(
-        self, lm: LM, encoded: list[EncodedPair], layer: int, progress: bool = False
-    ) -> tuple[list[PackedBatch], list[torch.Tensor]]:
-        key = (id(lm.model), tuple(hash(e) for e in encoded), layer)
-        if key not in self._entries:
-            batches = [b.to(lm.device) for b in pack(encoded)]
-            self._entries[key] = batches, frozen_prefix(lm, batches, layer, progress)
-        return self._entries[key]
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    return cache.get(key, make)
 
 
 def check_grid(m: float | Sequence[float]) -> np.ndarray:
@@ -70,13 +65,14 @@ def evaluate(
     intervention: Intervention | None = None,
     m: float | Sequence[float] = 1.0,
     per_token: bool = False,
-    cache: PrefixCache | None = None,
+    cache: MemoryCache | None = None,
     progress: bool = False,
 ) -> LogOdds:
     """`L_p`, `L_n` of every pair at every `m` (rows ordered by pair, then m).
 
     Without an intervention the unsteered model is scored (m is then only a label).
-    `per_token` divides each NLL by its completion's length (PAPER.md §3's variant).
+    `per_token` divides each NLL by its completion's length (PAPER.md §3's variant). `cache`
+    keeps the frozen prefix for later calls (without it, nothing is kept).
     """
     grid = check_grid(m)
     if not encoded:
@@ -84,8 +80,9 @@ def evaluate(
     if intervention is not None:
         check_fits(intervention, lm)
     start = intervention.start if intervention is not None else 0
-    cache = cache if cache is not None else PrefixCache()
-    batches, hidden = cache.get(lm, encoded, start, progress)
+    cache = cache if cache is not None else MemoryCache(0)
+    batches, hidden = prefix(lm, encoded, start, cache, progress)
+    tokens = batch_tokens(lm, encoded)
     # Unsteered, every m gives the same scores: score once, then repeat.
     k = len(grid) if intervention is not None else 1
     l_p, l_n = np.zeros((len(encoded), k)), np.zeros((len(encoded), k))
@@ -95,7 +92,7 @@ def evaluate(
     bar = tqdm(total=len(encoded), desc=f"scoring {len(grid)} values of m", disable=not progress)
     for batch, h in zip(batches, hidden, strict=True):
         bar.update(len(batch))
-        step = max(1, TOKENS_PER_BATCH // (k * batch.input_ids.shape[1]))
+        step = max(1, tokens // (k * batch.input_ids.shape[1]))
         for first in range(0, len(batch), step):
             rows = batch.select(slice(first, first + step))
             lp, ln = _steered_logprobs(

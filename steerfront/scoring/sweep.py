@@ -13,10 +13,10 @@ import torch
 
 from steerfront.data import EncodedPair, Splits, encode_pairs
 from steerfront.errors import SteerfrontError
-from steerfront.forward import PackedBatch, frozen_prefix, pack
+from steerfront.forward import PackedBatch, batch_tokens, frozen_prefix, pack
 from steerfront.lm import LM, dtype_name
 from steerfront.methods import Intervention, TrainSpec, fit
-from steerfront.scoring.evaluate import PrefixCache, check_grid, evaluate
+from steerfront.scoring.evaluate import check_grid, evaluate
 from steerfront.scoring.fit import KINDS, FitReport, fit_report, grid_problem
 from steerfront.scoring.manifold import Manifold, correlation, measure
 
@@ -68,11 +68,10 @@ def run_sweep(
     if problem:
         raise SteerfrontError(f"m-grid: {problem}")
     intervention = fit(lm, splits.train, spec, progress=progress)
-    cache = PrefixCache()
     tables, summaries = [], {}
     for name, pairs in (("train", splits.train), ("test", splits.test)):
         encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=end_of_turn)
-        scores = evaluate(lm, encoded, intervention, grid_array, cache=cache, progress=progress)
+        scores = evaluate(lm, encoded, intervention, grid_array, progress=progress)
         tables.append(scores.table().append_column("split", pa.array([name] * len(scores.m))))
         summaries[name] = scores.summary().to_pylist()
     test_encoded = encode_pairs(lm.tokenizer, splits.test, end_of_turn=end_of_turn)
@@ -134,7 +133,7 @@ def prompt_activations(
     m_rows = torch.tensor(grid, dtype=torch.float32, device=lm.device)
     unsteered = torch.zeros(len(encoded), d)
     steered = torch.zeros(k, len(encoded), d)
-    batches = [b.to(lm.device) for b in pack(encoded)]
+    batches = [b.to(lm.device) for b in pack(encoded, batch_tokens(lm, encoded, copies=k))]
     for batch, hidden in zip(batches, frozen_prefix(lm, batches, layer), strict=True):
         unsteered[batch.pairs.cpu()] = _last_prompt_state(lm, batch, hidden, layer)
         rows = batch.repeat(k)

@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
-import matplotlib
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from steerfront.errors import SteerfrontError  # noqa: E402
-from steerfront.files import staged_dir  # noqa: E402
-from steerfront.search.best import (  # noqa: E402
+from steerfront.errors import SteerfrontError
+from steerfront.files import staged_dir
+from steerfront.search.best import (
     front,
     front_volume,
     pick,
     points,
     volume_reference,
 )
-from steerfront.search.records import SCHEMA  # noqa: E402
-from steerfront.search.trial import SearchSetup, cached  # noqa: E402
-from steerfront.search.worker import in_worker, score_and_export  # noqa: E402
+from steerfront.search.records import SCHEMA
+from steerfront.search.trial import SearchSetup, cached
+from steerfront.search.worker import in_worker, score_and_export
 
 if TYPE_CHECKING:
     from steerfront.search.tracking import Tracker
@@ -123,11 +120,23 @@ def _volume_history(
     return [front_volume(done[: i + 1], reference, extended) for i in range(len(done))]
 
 
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot on the file backend, imported when a figure is drawn: every trial
+    worker imports this module (with the driver's code) and draws nothing (25 MB each)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_front(
     done: list[dict], plain: list[dict], extended: list[dict], baseline: dict, path: Path
 ) -> None:
     """Every finished trial coloured by form (dense points small), both fronts as lines, the
     unsteered model marked."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     dense = [r for r in points(done, extended=True) if r["dense"]]
     for form, colour in _COLOURS.items():
@@ -175,6 +184,7 @@ def plot_front(
 
 
 def plot_hypervolume(volumes: list[float], volumes_extended: list[float], path: Path) -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(volumes) + 1), volumes, "-o", ms=3, label="plain front")
     if volumes_extended != volumes:

@@ -61,6 +61,7 @@ class SearchSettings:
     end_of_turn: bool = False  # score each completion with the turn's end
     dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
+    cache_gb: float | None = None  # a worker's cache budget; None: from its device's memory
     quiet: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -72,6 +73,10 @@ class SearchSettings:
             )
         if self.dense_m < 0:
             raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
+        if self.cache_gb is not None and not 0 < self.cache_gb < math.inf:
+            raise SteerfrontError(
+                f"--cache-gb must be a number of GB above 0, not {self.cache_gb:g}"
+            )
         if self.dtype not in DTYPES:
             raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -118,12 +123,12 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
         setup = new_setup(space, settings)  # a concept too small fails before Ray starts
     with ray_session(settings.address):
         if resume:
-            layers = state["layers"]
-        else:  # a space the model cannot have fails here, with nothing written
-            setup, layers = prepare(space, setup, settings.resources)
+            layers, memory = state["layers"], None
+        else:  # a space the model cannot have, or a GPU share too small, fails here
+            setup, layers, memory = prepare(space, setup, settings.resources)
             if store.uri:
                 shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
-        return _run(space, settings, setup, layers, state)
+        return _run(space, settings, setup, layers, state, memory)
 
 
 def _run(
@@ -132,8 +137,10 @@ def _run(
     setup: SearchSetup,
     layers: list[int],
     state: dict | None,
+    memory: dict[str, float] | None = None,
 ) -> dict:
-    """The search itself, once its input is known to be good (`state`: a resumed search's)."""
+    """The search itself, once its input is known to be good (`state`: a resumed search's;
+    `memory`: a new search's resolved memory settings, as `prepare` gives them)."""
     resume = state is not None
     store, folder = settings.store, settings.folder
     where = store.uri or folder
@@ -163,6 +170,7 @@ def _run(
                 "end_of_turn": settings.end_of_turn,
                 "dtype": settings.dtype,
                 "layers": layers,
+                **(memory or {}),
                 **setup.baseline,
             }
         )
@@ -216,6 +224,9 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
         end_of_turn=settings.end_of_turn,
         dtype=settings.dtype,
         m_range={form: list(space.m[form]) for form in space.forms},
+        cpus_per_trial=settings.cpus_per_trial,
+        gpus_per_trial=settings.gpus_per_trial,
+        cache_gb=settings.cache_gb,
     )
     splits = setup.splits()
     for name in ("train", *SCORED_SPLITS):
@@ -226,11 +237,12 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
 
 def prepare(
     space: SearchSpace, setup: SearchSetup, resources: dict[str, float]
-) -> tuple[SearchSetup, list[int]]:
-    """Check the space against the model and score the unsteered model once, in a Ray worker
-    with a trial's `resources` (inside `ray_session`); `setup` with its baseline, the layers."""
-    baseline, layers = in_worker(unsteered, resources, setup, space)
-    return replace(setup, baseline=baseline), layers
+) -> tuple[SearchSetup, list[int], dict[str, float]]:
+    """Check the space against the model and a trial's memory against its share, and score
+    the unsteered model once, in a Ray worker with a trial's `resources` (inside
+    `ray_session`); `setup` with its baseline, the layers, the memory settings."""
+    baseline, layers, memory = in_worker(unsteered, resources, setup, space)
+    return replace(setup, baseline=baseline), layers, memory
 
 
 @contextmanager

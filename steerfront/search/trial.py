@@ -4,7 +4,9 @@
 in the same batched pass (validation only): the points of the search's extended front.
 
 Runs inside a Ray worker. A worker loads the model once and keeps it, with the tokenized pair
-sets and the frozen-prefix activations of every layer it has seen, across trials.
+sets, across trials; the frozen-prefix activations of the layers it has seen and the
+interventions it has trained or loaded it keeps within one budget in bytes (`--cache-gb`),
+dropping the least recently used.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import ray
+import torch
 
 from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_concept
 from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
-from steerfront.lm import LM, load_model
+from steerfront.lm import LM, load_model, resolve
+from steerfront.memory import GB, MemoryCache, default_cache_bytes, release_unused
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
-from steerfront.scoring.evaluate import PrefixCache, evaluate
+from steerfront.scoring.evaluate import evaluate
 from steerfront.search.storage import Store
 
 SCORED_SPLITS = ("val", "test")
@@ -52,10 +56,33 @@ class SearchSetup:
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
     end_of_turn: bool = False  # score each completion with the turn's end (encode_pairs)
     dtype: str = "auto"  # the model's, by name (load_model); auto: bf16 on a GPU worker
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    cache_gb: float | None = None  # a worker's cache budget; None: `default_cache_bytes`
 
     @property
     def store(self) -> Store:
         return Store(self.storage, self.name)
+
+    def share(self, device: torch.device) -> float:
+        """A trial's share of its device: of the GPU, or of the machine's CPUs (and RAM)."""
+        if device.type == "cuda":
+            return min(1.0, self.gpus_per_trial)
+        return min(1.0, self.cpus_per_trial / (os.cpu_count() or 1))
+
+    def cache_bytes(self, device: torch.device) -> int:
+        """A worker's cache budget on `device`."""
+        if self.cache_gb is not None:
+            return int(self.cache_gb * GB)
+        return default_cache_bytes(device, self.share(device))
+
+    def load(self) -> LM:
+        """The model as a worker of this search holds it; on a GPU shared by several trials,
+        PyTorch is held to the trial's share (a trial that outgrows it fails alone)."""
+        device, _ = resolve(self.device, self.dtype)
+        if device.type == "cuda" and self.share(device) < 1:
+            torch.cuda.set_per_process_memory_fraction(self.share(device), device)
+        return load_model(self.model, device=device, dtype=self.dtype)
 
     def encode(self, lm: LM, pairs: PairSet) -> list[EncodedPair]:
         """Pairs as this search scores them."""
@@ -66,10 +93,10 @@ class SearchSetup:
         return pairs.split(self.val_fraction, self.test_fraction, self.seed)
 
 
-_WORKER: dict = {}  # this process's model, pair sets and prefix cache, kept across trials
+_WORKER: dict = {}  # this process's model, pair sets and cache, kept across trials
 
 
-def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, PrefixCache, bool]:
+def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, MemoryCache, bool]:
     key = (
         setup.model,
         setup.concept,
@@ -79,13 +106,17 @@ def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, PrefixCache, bool]:
         setup.seed,
         setup.end_of_turn,
         setup.dtype,
+        setup.cache_gb,
     )
     loaded = _WORKER.get("key") != key
     if loaded:
-        lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
+        _WORKER.clear()  # the last search's model goes before this one's loads
+        lm = setup.load()
         splits = setup.splits()
         encoded = {name: setup.encode(lm, getattr(splits, name)) for name in SCORED_SPLITS}
-        _WORKER.update(key=key, lm=lm, splits=splits, encoded=encoded, cache=PrefixCache())
+        cache = MemoryCache(setup.cache_bytes(lm.device))
+        _WORKER.update(key=key, lm=lm, splits=splits, encoded=encoded, cache=cache)
+        release_unused()  # loading's buffers
     return _WORKER["lm"], _WORKER["splits"], _WORKER["encoded"], _WORKER["cache"], loaded
 
 
@@ -127,19 +158,26 @@ def cached(store: Store, key: str, required: bool = False) -> Path | None:
 
 
 def obtain(
-    lm: LM, splits: Splits, spec: TrainSpec, store: Store, node: str
+    lm: LM, splits: Splits, spec: TrainSpec, store: Store, node: str, memory: MemoryCache
 ) -> tuple[Intervention, bool]:
-    """The intervention for `spec`, from the search's cache or freshly trained (on `node`)
-    and stored there for every worker of the search, on any node."""
+    """The intervention for `spec` and whether it was trained before: kept in this worker's
+    `memory`, else from the search's cache, else freshly trained (on `node`) and stored
+    there for every worker of the search, on any node."""
     key = train_key(spec, lm.spec, splits.train.fingerprint)
-    path = cached(store, key)
-    if path is not None:
-        return load_intervention(path, lm), True
-    intervention = fit(lm, splits.train, spec)
-    intervention.meta["node"] = node
-    save_intervention(intervention, store.local / "cache" / key, lm)
-    store.push(f"cache/{key}.json", f"cache/{key}.safetensors")
-    return intervention, False
+    trained = []
+
+    def make() -> Intervention:
+        path = cached(store, key)
+        if path is not None:
+            return load_intervention(path, lm)
+        intervention = fit(lm, splits.train, spec)
+        intervention.meta["node"] = node
+        save_intervention(intervention, store.local / "cache" / key, lm)
+        store.push(f"cache/{key}.json", f"cache/{key}.safetensors")
+        trained.append(key)
+        return intervention
+
+    return memory.get(("intervention", key), make), not trained
 
 
 def dense_grid(m: float, low: float, high: float, k: int) -> list[float]:
@@ -160,7 +198,7 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     spec = train_spec(config, setup.seed)
     node = ray.get_runtime_context().get_node_id()
     started = time.perf_counter()
-    intervention, hit = obtain(lm, splits, spec, setup.store, node)
+    intervention, hit = obtain(lm, splits, spec, setup.store, node, cache)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     m = float(config["m"])
@@ -180,6 +218,7 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
         node=node,
         trained_on=intervention.meta.get("node", ""),
     )
+    release_unused()  # a training's activations, freed but kept by the C heap
     return metrics
 
 
@@ -188,7 +227,7 @@ def score(
     encoded: list,
     intervention: Intervention,
     grid: list[float],
-    cache: PrefixCache,
+    cache: MemoryCache,
     baseline: dict[str, float],
     split: str,
 ) -> dict[float, dict[str, float]]:
@@ -212,7 +251,7 @@ def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
     if not todo:
         return
     encoded = setup.encode(lm, setup.splits().test)
-    cache, store = PrefixCache(), setup.store
+    cache, store = MemoryCache(setup.cache_bytes(lm.device)), setup.store
     for key in sorted({r["train_key"] for r in todo}):
         group = [r for r in todo if r["train_key"] == key]
         intervention = load_intervention(cached(store, key, required=True), lm)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from steerfront.errors import SteerfrontError
-from steerfront.lm import load_model
+from steerfront.lm import load_config, resolve
+from steerfront.memory import GB, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
 from steerfront.search.best import export
 from steerfront.search.space import SearchSpace
@@ -37,12 +38,31 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
         raise SteerfrontError(str(exc.cause)) from None
 
 
-def unsteered(setup: SearchSetup, space: SearchSpace) -> tuple[dict[str, float], list[int]]:
-    """The unsteered model's metrics per scored split, and the layers to search (the space
-    checked against the model before anything is scored)."""
-    lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
-    proj = lm.down_proj(0)
-    layers = space.check_model(lm.n_layers, min(proj.in_features, proj.out_features))
+def unsteered(
+    setup: SearchSetup, space: SearchSpace
+) -> tuple[dict[str, float], list[int], dict[str, float]]:
+    """The unsteered model's metrics per scored split, the layers to search and the memory
+    settings (`cache_gb`, and on a GPU `trial_memory_gb`), the space checked against the
+    model's configuration and a trial's memory against its share of the GPU before the model
+    loads."""
+    config = load_config(setup.model)
+    device, dtype = resolve(setup.device, setup.dtype)
+    d, ff = config.hidden_size, config.intermediate_size  # the down-projection's shape
+    layers = space.check_model(config.num_hidden_layers, min(d, ff))
+    memory = {"cache_gb": round(setup.cache_bytes(device) / GB, 3)}
+    if device.type == "cuda":
+        estimate = check_share(
+            config,
+            dtype,
+            device_memory(device),
+            setup.share(device),
+            setup.cache_gb,
+            forms=tuple(space.forms),
+            rank=max(space.rank),
+            stored_layers=config.num_hidden_layers - min(layers),
+        )
+        memory["trial_memory_gb"] = round(estimate["total"] / GB, 2)
+    lm = setup.load()
     splits = setup.splits()
     baseline = {}
     for name in SCORED_SPLITS:
@@ -50,7 +70,7 @@ def unsteered(setup: SearchSetup, space: SearchSpace) -> tuple[dict[str, float],
         row = scores.summary().to_pylist()[0]
         baseline[f"{name}_pref_odds"] = row["pref_odds"]
         baseline[f"{name}_util_odds"] = row["util_odds"]
-    return baseline, layers
+    return baseline, layers, memory
 
 
 def score_and_export(
@@ -58,7 +78,7 @@ def score_and_export(
 ) -> tuple[list[dict], dict[str, bytes]]:
     """`rows` with their missing test metrics filled in, and the files that export `rows[best]`
     (paths relative to the export folder; none without `best`)."""
-    lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
+    lm = setup.load()
     score_test(rows, setup, lm)
     if best is None:
         return rows, {}

@@ -1,4 +1,5 @@
-"""bench/scale.py: the published configs, a small run of the benchmark, and what it imports."""
+"""bench/scale.py and bench/gpu_checks.py: the published configs, small runs of both, and what
+they import."""
 
 import json
 import subprocess
@@ -29,6 +30,7 @@ KEYS = {
     "peak_share",
     "train_step_s",
     "peak_memory_gb",
+    "estimate_gb",
     "memory_per_pair_mb",
     "trials_per_device",
     "layers",
@@ -82,18 +84,33 @@ def test_scale_prints_every_figure_positive():
     assert out["trials_per_device"] <= out["trials_per_device_shared_weights"]
     assert all(value > 0 for value in out["per_layer"].values())
     assert out["full_depth"]["weights_gb"] > out["weights_gb"]
+    assert out["weights_gb"] < out["estimate_gb"] < out["full_depth"]["estimate_gb"]
     assert out["full_depth"]["tokens_per_s"] < out["tokens_per_s"]
 
 
+def test_gpu_checks_agree_with_the_stock_forward_on_a_cpu():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu_checks
+
+    out = gpu_checks.main(["--device", "cpu"])
+    for name in PUBLISHED:
+        figures = out[name]
+        assert figures["stock_fp32"] < 1e-4, name
+        assert figures["stock_bf16"] < 0.2, name  # the self-check's bf16 allowance, one token
+        if name != "gemma2-9b":  # Gemma-2's weights are ten times larger here
+            assert figures["bf16_vs_fp32"] < 0.1, name
+
+
 def test_scale_imports_no_ray_optuna_mlflow_or_pyarrow():
-    """A GPU box with only torch, transformers and peft runs bench/scale.py: importing it
-    with those packages made unimportable must work, and must not load them."""
+    """A GPU box with only torch, transformers and peft runs bench/scale.py and
+    bench/gpu_checks.py: importing them with those packages made unimportable must work, and
+    must not load them."""
     code = (
         "import sys\n"
         "for name in ('ray', 'optuna', 'mlflow', 'pyarrow'):\n"
         "    sys.modules[name] = None\n"
         f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
-        "import scale\n"
+        "import scale, gpu_checks\n"
         "print(sorted(m for m in ('ray', 'optuna', 'mlflow', 'pyarrow') if sys.modules[m]))\n"
     )
     done = subprocess.run(

@@ -50,7 +50,7 @@ def test_split_buys_preference_in_the_direction_of_m(tiny_lm, form):
     def mean_pref(m):
         total = 0.0
         with intervention.attached(tiny_lm), torch.no_grad():
-            for batch in pack(encoded):
+            for batch in pack(encoded, 4096):
                 intervention.m = m
                 lp, ln = completion_logprobs(tiny_lm, batch, 0)
                 total += (lp.sum(1) - ln.sum(1)).sum().item()
@@ -139,7 +139,7 @@ def loss_on_a_known_batch(objective):
     row 2 pos -0.2 (1), neg -4.0 (2); row 3 pos -2.0 (1), neg -1.0 (2).
     """
     pairs = [EncodedPair((5, 6), (7, 8), (9, 10, 11)), EncodedPair((5, 6, 7, 8), (8,), (9, 10))]
-    (batch,) = pack(pairs)
+    (batch,) = pack(pairs, 4096)
     rows = batch.repeat(2)
     assert rows.pairs.tolist() == [0, 0, 1, 1]
     assert rows.pos_valid.sum(1).tolist() == [2, 2, 1, 1]
@@ -194,7 +194,7 @@ def test_packed_scoring_matches_the_reference(tiny_lm):
         encode_pairs(tiny_lm.tokenizer, load_concept("sentiment"))[:6]
         + encode_pairs(tiny_lm.tokenizer, PAIRS)[:4]
     )
-    batches = pack(encoded)
+    batches = pack(encoded, 4096)
     assert len(batches) >= 1 and any(b.lengths.min() < b.input_ids.shape[1] for b in batches)
     for layer in (0, 3):
         for batch, hidden in zip(batches, frozen_prefix(tiny_lm, batches, layer), strict=True):

@@ -5,12 +5,12 @@ import pytest
 import torch
 from conftest import BF16_VS_FP32
 
-from steerfront import forward
+from steerfront import forward, memory
 from steerfront.data import PairSet, PolarityPair, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
+from steerfront.memory import MemoryCache
 from steerfront.methods import FORMS, init_intervention
-from steerfront.scoring import evaluate as evaluate_module
-from steerfront.scoring.evaluate import PrefixCache, evaluate
+from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.reference import reference_nll
 
 MIXED = PairSet(
@@ -61,8 +61,7 @@ def reference(lm, encoded, intervention, m, per_token=False):
 @pytest.mark.parametrize("tokens_per_batch", [4096, 150])  # one batch; many, trimmed per step
 @pytest.mark.parametrize("prompts", ["template", "preamble", "nothing"])  # the shared prompt
 def test_equals_the_plain_reference(tiny_lm, form, layer, tokens_per_batch, prompts, monkeypatch):
-    monkeypatch.setattr(forward, "TOKENS_PER_BATCH", tokens_per_batch)
-    monkeypatch.setattr(evaluate_module, "TOKENS_PER_BATCH", tokens_per_batch)
+    monkeypatch.setattr(memory, "CPU_TOKENS", tokens_per_batch)
     monkeypatch.setattr(forward, "LOGITS_PER_CHUNK", 7 * len(tiny_lm.tokenizer))  # many chunks
     encoded = prompts_of(prompts, tiny_lm, monkeypatch)
     single = [i for i, e in enumerate(encoded) if len(e.positive) == len(e.negative) == 1]
@@ -108,7 +107,7 @@ def test_evaluation_leaves_m_and_the_model_as_they_were(tiny_lm):
 
 def test_prefix_cache_is_reused(tiny_lm):
     encoded = encode_pairs(tiny_lm.tokenizer, MIXED)
-    cache = PrefixCache()
+    cache = MemoryCache(1 << 30)
     intervention = random_intervention(tiny_lm, "vector", layer=1)
     first = evaluate(tiny_lm, encoded, intervention, GRID, cache=cache)
     again = evaluate(tiny_lm, encoded, intervention, GRID, cache=cache)

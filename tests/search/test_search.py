@@ -85,6 +85,8 @@ def finished(tmp_path_factory, tiny_model_dir):
             "--end-of-turn",
             "--dtype",
             "float32",
+            "--cache-gb",
+            "0.5",
         )
     assert status == 0 and loads == []
     return tmp_path, json.loads(out.getvalue().strip().splitlines()[-1])
@@ -139,6 +141,7 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert "hypervolume" in parent.data.metrics
     assert parent.data.params["end_of_turn"] == "True"
     assert parent.data.params["dtype"] == "float32"
+    assert parent.data.params["cache_gb"] == "0.5"
 
 
 def test_front_and_best_commands(finished, capsys):
@@ -321,6 +324,9 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(
         (["--forms", "blend"], "forms: unknown form 'blend'"),
         (["--resume", "nosuch"], "no search named 'nosuch'"),
         (["--dense-m", "-1"], "--dense-m must be 0 or more, not -1"),
+        (["--cache-gb", "0"], "--cache-gb must be a number of GB above 0, not 0"),
+        (["--cache-gb", "-1.5"], "--cache-gb must be a number of GB above 0, not -1.5"),
+        (["--cache-gb", "inf"], "--cache-gb must be a number of GB above 0, not inf"),
     ],
 )
 def test_bad_search_input(tmp_path, tiny_model_dir, capsys, flags, message):
