@@ -18,6 +18,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     temp.replace(path)
 
 
+def open_mode(path: Path) -> None:
+    """Give a temporary file or folder (created private: 0600, 0700) the mode of any other
+    result (0644, 0755 under the usual umask), so the group can read what it becomes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def staged_dir(target: Path, replace: bool = False) -> Iterator[Path]:
     """A temporary folder beside `target`, moved onto it only if the body succeeds.
@@ -30,6 +38,7 @@ def staged_dir(target: Path, replace: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
+        open_mode(staging)
         if replace and target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             target.rename(old / target.name)

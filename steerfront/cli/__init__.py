@@ -39,11 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a bad flag (already reported in one line)
         return int(exc.code or 0)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except SteerfrontError as exc:
         print(f"steerfront: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("steerfront: interrupted", file=sys.stderr)
         return 130
-    return 0

@@ -132,6 +132,15 @@ def search_store(args: argparse.Namespace) -> Store:
     return store
 
 
+def search_state(store: Store) -> dict:
+    """The search's settings and setup (with the unsteered model's scores), as it recorded them."""
+    import json
+
+    from steerfront.search.run import STATE
+
+    return json.loads((store.local / STATE).read_text())
+
+
 def describe(record: dict) -> str:
     parts = [
         f"{record['form']} {record['objective']} layer {int(record['layer'])} m {record['m']:.3g}"
@@ -147,40 +156,36 @@ def describe(record: dict) -> str:
     return ", ".join(parts)
 
 
-def print_front(rows: list[dict]) -> None:
-    """One line per front point; `dense` marks points of the extended front that are not a
-    trial's own result."""
-    heads = (
-        "point",
-        "form",
-        "objective",
-        "layer",
-        "m",
-        "rank",
-        "gamma",
-        "pref val",
-        "util val",
-        "drop val",
-        "pref test",
-        "util test",
-    )
-    print("  ".join(f"{h:>12}" for h in heads))
-    for r in rows:
-        cells = [
-            "dense" if r.get("dense") else "trial",
-            r["form"],
-            r["objective"],
-            int(r["layer"]),
-            r["m"],
-            r.get("rank"),
-            r.get("gamma"),
-            r["pref_odds"],
-            r["util_odds"],
-            r["util_drop"],
-            r["test_pref_odds"],
-            r["test_util_odds"],
-        ]
-        print("  ".join(f"{cell(c):>12}" for c in cells))
+def print_front(rows: list[dict], baseline: dict) -> None:
+    """The unsteered model, then one line per front point (`dense`: a point of the extended
+    front that is not a trial's own result); log-odds with their 95% intervals."""
+    narrow = ("point", "form", "objective", "layer", "m", "rank", "gamma")
+    wide = ("pref val", "util val", "drop val", "pref test", "util test")
+    print(" ".join(f"{h:>12}" for h in narrow) + " " + " ".join(f"{h:>21}" for h in wide))
+    scores = ("pref_odds", "util_odds", "util_drop", "test_pref_odds", "test_util_odds")
+    unsteered = {
+        "point": "unsteered",
+        "pref_odds": baseline.get("val_pref_odds"),
+        "util_odds": baseline.get("val_util_odds"),
+        "util_drop": 0.0,
+        **{f"pref_odds{e}": baseline.get(f"val_pref_odds{e}") for e in ("_lo", "_hi")},
+        **{f"util_odds{e}": baseline.get(f"val_util_odds{e}") for e in ("_lo", "_hi")},
+        **{k: v for k, v in baseline.items() if k.startswith("test_")},
+    }
+    for r in [unsteered, *rows]:
+        point = r.get("point") or ("dense" if r.get("dense") else "trial")
+        cells = [point, r.get("form"), r.get("objective"), r.get("layer"), r.get("m")]
+        cells += [r.get("rank"), r.get("gamma")]
+        line = " ".join(f"{cell(c):>12}" for c in cells)
+        print(line + " " + " ".join(f"{interval(r, k):>21}" for k in scores))
+
+
+def interval(record: dict, key: str) -> str:
+    """`mean [low, high]`, or the mean alone where the interval is not known."""
+    low, high = record.get(f"{key}_lo"), record.get(f"{key}_hi")
+    if low is None or high is None:
+        return cell(record.get(key))
+    return f"{record[key]:.3f} [{low:.2f},{high:.2f}]"
 
 
 def cell(value: object) -> str:

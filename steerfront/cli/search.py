@@ -146,6 +146,15 @@ def add(commands: argparse._SubParsersAction) -> None:
         default=SEARCH["max_util_drop"],
         help=f"best: most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
     )
+    search.add_argument(
+        "--util-floor",
+        type=float,
+        default=SEARCH["util_floor"],
+        metavar="DROP",
+        help="hypervolume counts utility down to DROP log-odds below the unsteered model's; "
+        "fixed before the first trial and recorded with the search "
+        f"(default: {SEARCH['util_floor']})",
+    )
     search.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     search.set_defaults(run=run, parser=search)
@@ -154,6 +163,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import time
 
+    from steerfront.search.best import verdict
     from steerfront.search.run import SearchSettings, run_search
     from steerfront.search.space import load_space
 
@@ -183,6 +193,7 @@ def run(args: argparse.Namespace) -> None:
             retries=args.retries,
             gpus_per_trial=args.gpus_per_trial,
             dense_m=args.dense_m,
+            util_floor=args.util_floor,
             end_of_turn=args.end_of_turn,
             storage=args.storage,
             tracking_uri=args.tracking_uri,
@@ -194,7 +205,7 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(summary, default=str))
         return
-    print_front(summary["extended_front"])
+    print_front(summary["extended_front"], summary["baseline"])
     extended = summary["hypervolume_extended"]
     print(
         f"{summary['trials']} trials ({summary['failed']} failed): "
@@ -204,6 +215,7 @@ def run(args: argparse.Namespace) -> None:
     )
     if summary["best"]:
         print(f"best: {describe(summary['best'])} -> {summary['folder']}/best/")
+        print(verdict(summary["best"], summary["baseline"]))
     print(
         f"MLflow: {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run_id']})"
     )

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from steerfront.defaults import FORMS
 from steerfront.errors import SteerfrontError
-from steerfront.files import staged_dir
+from steerfront.files import open_mode, staged_dir
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention, check_fits
 
@@ -83,6 +83,8 @@ def save_intervention(intervention: Intervention, path: str | Path, lm: LM) -> P
                 f"{sidecar_path}: meta is not JSON-serializable ({exc})"
             ) from None
         temp_sidecar.write_text(text + "\n", encoding="utf-8")
+        open_mode(temp_tensors)
+        open_mode(temp_sidecar)
         os.replace(temp_tensors, tensors_path)
         os.replace(temp_sidecar, sidecar_path)
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from steerfront.defaults import DTYPES, SEARCH
+from steerfront.defaults import DTYPES, LEARNING_RATE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
 from steerfront.search.best import front_volume, read_trials, volume_reference
@@ -61,6 +61,7 @@ class SearchSettings:
     end_of_turn: bool = False  # score each completion with the turn's end
     dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
+    util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
     quiet: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -72,6 +73,8 @@ class SearchSettings:
             )
         if self.dense_m < 0:
             raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
+        if not self.util_floor > 0:
+            raise SteerfrontError(f"--util-floor must be above 0, not {self.util_floor}")
         if self.dtype not in DTYPES:
             raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -162,6 +165,7 @@ def _run(
                 "dense_m": settings.dense_m,
                 "end_of_turn": settings.end_of_turn,
                 "dtype": settings.dtype,
+                "util_floor": settings.util_floor,
                 "layers": layers,
                 **setup.baseline,
             }
@@ -229,8 +233,8 @@ def prepare(
 ) -> tuple[SearchSetup, list[int]]:
     """Check the space against the model and score the unsteered model once, in a Ray worker
     with a trial's `resources` (inside `ray_session`); `setup` with its baseline, the layers."""
-    baseline, layers = in_worker(unsteered, resources, setup, space)
-    return replace(setup, baseline=baseline), layers
+    baseline, utils, layers = in_worker(unsteered, resources, setup, space)
+    return replace(setup, baseline=baseline, baseline_util=utils), layers
 
 
 @contextmanager
@@ -293,8 +297,10 @@ def _tune(
             ),
             "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
         }
+        sampler = Sampler(space, layers)
         search = OptunaSearch(
-            Sampler(space, layers),
+            sampler,
+            points_to_evaluate=sampler.first_points(),
             metric=["pref_odds", "util_odds"],
             mode=["max", "max"],
             sampler=samplers[settings.sampler](),
@@ -381,6 +387,8 @@ def _record(trial: object, status: str) -> dict:
         status = "failed"
     record = {"trial_id": trial.trial_id, "status": status}
     record.update({k: config.get(k) for k in PARAMS})
+    if record["lr"] is None and record["objective"] != "diffmean":
+        record["lr"] = LEARNING_RATE[record["form"]]  # the rate training used
     record["factors"] = json.dumps(config.get("factors"))
     if status == "done":
         record.update({k: v for k, v in result.items() if k in RESULT_KEYS})
@@ -413,6 +421,7 @@ class Recorder(Callback):
             settings,
         )
         self.records = read_trials(folder)
+        self.reference = volume_reference(setup.baseline, settings.util_floor)
         self.started = time.monotonic()
         self.mlflow_ok = True
         self._sync_mlflow()
@@ -435,11 +444,9 @@ class Recorder(Callback):
         write_table(self.folder / "trials.parquet", self.records)
         self._push("trials.parquet")
         done = [r for r in self.records if r["status"] == "done"]
-        reference = volume_reference(done, self.search_setup.baseline)
-        volume = front_volume(done, reference, extended=False)
-        volumes = {"hypervolume": volume}
+        volumes = {"hypervolume": front_volume(done, self.reference, extended=False)}
         if self.search_setup.dense_m:
-            volumes["hypervolume_extended"] = front_volume(done, reference, extended=True)
+            volumes["hypervolume_extended"] = front_volume(done, self.reference, extended=True)
         if self.mlflow_ok:  # once MLflow is down, catch up at the end (or on --resume)
             self._sync_mlflow()
             for key, value in volumes.items():
@@ -495,6 +502,7 @@ class Recorder(Callback):
             self.search_setup,
             self.tracker,
             self.settings.extra.get("max_util_drop", 1.0),
+            self.reference,
             self.settings.resources,
         )
         self._push(*RESULT_FILES)

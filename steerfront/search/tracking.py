@@ -20,15 +20,18 @@ from steerfront.errors import SteerfrontError
 
 EXPERIMENT = "steerfront"
 PARAMS = ("form", "objective", "layer", "m", "rank", "gamma", "lambda_n", "theta", "lr", "steps")
-METRICS = (
-    "pref_odds",
-    "util_odds",
-    "util_drop",
+# A point's metrics on one split: each log-odds mean with its bootstrap interval, and accuracy.
+POINT_METRICS = (
+    *(
+        f"{name}{end}"
+        for name in ("pref_odds", "util_odds", "util_drop")
+        for end in ("", "_lo", "_hi")
+    ),
     "accuracy",
-    "test_pref_odds",
-    "test_util_odds",
-    "test_util_drop",
-    "test_accuracy",
+)
+METRICS = (
+    *POINT_METRICS,
+    *(f"test_{name}" for name in POINT_METRICS),
     "train_s",
     "eval_s",
     "cache_hit",

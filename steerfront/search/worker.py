@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
 from steerfront.errors import SteerfrontError
 from steerfront.lm import load_model
 from steerfront.scoring.evaluate import evaluate
-from steerfront.search.best import export
+from steerfront.search.best import export, provenance
 from steerfront.search.space import SearchSpace
-from steerfront.search.trial import SCORED_SPLITS, SearchSetup, cached, score_test
+from steerfront.search.trial import SCORED_SPLITS, SearchSetup, cached, point_metrics, score_test
 
 T = TypeVar("T")
 
@@ -37,20 +38,23 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
         raise SteerfrontError(str(exc.cause)) from None
 
 
-def unsteered(setup: SearchSetup, space: SearchSpace) -> tuple[dict[str, float], list[int]]:
-    """The unsteered model's metrics per scored split, and the layers to search (the space
-    checked against the model before anything is scored)."""
+def unsteered(
+    setup: SearchSetup, space: SearchSpace
+) -> tuple[dict[str, float], dict[str, list[float]], list[int]]:
+    """The unsteered model's metrics per scored split (with their intervals), its per-pair
+    utility (what each trial's util_drop is measured against), and the layers to search (the
+    space checked against the model before anything is scored)."""
     lm = load_model(setup.model, device=setup.device, dtype=setup.dtype)
     proj = lm.down_proj(0)
     layers = space.check_model(lm.n_layers, min(proj.in_features, proj.out_features))
     splits = setup.splits()
-    baseline = {}
+    baseline, utils = {}, {}
     for name in SCORED_SPLITS:
         scores = evaluate(lm, setup.encode(lm, getattr(splits, name)), None, 0.0)
-        row = scores.summary().to_pylist()[0]
-        baseline[f"{name}_pref_odds"] = row["pref_odds"]
-        baseline[f"{name}_util_odds"] = row["util_odds"]
-    return baseline, layers
+        utils[name] = scores.util.tolist()
+        metrics = point_metrics(scores, scores.util, setup.seed, "val")[0.0]
+        baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
+    return baseline, utils, layers
 
 
 def score_and_export(
@@ -64,6 +68,7 @@ def score_and_export(
         return rows, {}
     source = cached(setup.store, rows[best]["train_key"], required=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = export(rows[best], Path(tmp) / "best", source, lm)
+        about = provenance(asdict(setup), rows[best])
+        folder = export(rows[best], Path(tmp) / "best", source, lm, about, replace=True)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         return rows, {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
