@@ -12,6 +12,7 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_model,
+    add_tracking_uri,
     describe,
     ints,
     print_front,
@@ -101,11 +102,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         f"and the default MLflow store; a shared path (NFS) on a cluster "
         f"(default: {SEARCH['storage']})",
     )
-    search.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
-    )
+    add_tracking_uri(search)
     search.add_argument(
         "--address",
         default=None,
