@@ -28,9 +28,12 @@ _REQUIRED = ("form", "layer", "rank", "hidden_size", "n_layers", "shapes", "meta
 
 
 def _pair(path: str | Path) -> tuple[Path, Path]:
-    """The tensor file and its sidecar for `path`, given with or without `.safetensors`."""
+    """The tensor file and its sidecar for `path`, given as either file or without extension."""
     path = Path(path).expanduser()
-    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.name
+    stem = next(
+        (path.name[: -len(end)] for end in (_SUFFIX, ".json") if path.name.endswith(end)),
+        path.name,
+    )
     return path.with_name(stem + _SUFFIX), path.with_name(stem + ".json")
 
 
