@@ -124,3 +124,71 @@ def test_evaluate_end_of_turn_scores_the_answer_with_its_end(capsys, tiny_model_
     expected = evaluate(lm, encoded, None, 0.0).l_p
     assert [p["L_p"] for p in ended["pairs"]] == pytest.approx(expected.tolist(), abs=1e-5)
     assert all(e["L_p"] > p["L_p"] for e, p in zip(ended["pairs"], plain["pairs"], strict=True))
+
+
+@pytest.fixture(scope="module")
+def saved_vector(tiny_model_dir, tmp_path_factory):
+    """A vector intervention for the tiny model, saved as a steered search exports one."""
+    from steerfront.lm import load_model
+    from steerfront.methods import init_intervention
+    from steerfront.methods.io import save_intervention
+
+    lm = load_model(str(tiny_model_dir))
+    intervention = init_intervention("vector", lm, 1, meta={"m": 2.5})
+    intervention.params["v"] += 1.0
+    return save_intervention(intervention, tmp_path_factory.mktemp("iv") / "iv", lm)
+
+
+def test_generate_answers_every_prompt_unsteered_once_and_at_every_m(
+    capsys, tmp_path, saved_vector
+):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "third"}\n\n{"instruction": "fourth"}\n')
+    argv = [
+        "generate",
+        "first",
+        "second",
+        "--prompts",
+        str(prompts),
+        "--m",
+        "1,2,4",
+        "--max-new-tokens",
+        "8",
+    ]
+    status, out, _ = run(capsys, *argv, "--intervention", str(saved_vector), "--json")
+    assert status == 0
+    result = json.loads(out)
+    assert [p["prompt"] for p in result["prompts"]] == ["first", "second", "third", "fourth"]
+    for answer in result["prompts"]:
+        assert isinstance(answer["unsteered"], str)
+        assert [s["m"] for s in answer["steered"]] == [1.0, 2.0, 4.0]
+    assert (result["form"], result["layer"], result["temperature"]) == ("vector", 1, 0.0)
+    # The sidecar names the intervention as well; the table shows the same answers.
+    sidecar = saved_vector.with_suffix(".json")
+    status, out, _ = run(capsys, *argv, "--intervention", str(sidecar))
+    assert status == 0
+    assert out.count("unsteered:\n") == 4 and out.count("steered (vector at layer 1, m = ") == 12
+    first = result["prompts"][0]
+    assert f"prompt: first\n\nunsteered:\n{first['unsteered']}\n" in out
+    assert f"m = 4):\n{first['steered'][2]['text']}\n" in out
+
+
+def test_generate_defaults_to_the_saved_m_and_reads_a_text_file(capsys, tmp_path, saved_vector):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\n\n two \n")
+    argv = ["generate", "--prompts", str(prompts), "--intervention", str(saved_vector), "--json"]
+    argv += ["--max-new-tokens", "4"]
+    result = json.loads(run(capsys, *argv)[1])
+    assert [p["prompt"] for p in result["prompts"]] == ["one", "two"]
+    assert [s["m"] for s in result["prompts"][0]["steered"]] == [2.5]
+
+
+def test_generate_refuses_another_model_and_a_bad_m(capsys, tmp_path, saved_vector):
+    other = tmp_path / "other"
+    other.mkdir()
+    argv = ["generate", "hi", "--intervention", str(saved_vector)]
+    status, out, err = run(capsys, *argv, "--model", str(other))
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert f"--model {other}: {saved_vector} was made for model " in err
+    status, _, err = run(capsys, *argv, "--m", "1,inf")
+    assert status == 2 and "--m: m must be finite, not inf" in err

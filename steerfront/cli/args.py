@@ -30,11 +30,27 @@ class Parser(argparse.ArgumentParser):
         self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
 
 
-def add_model(parser: argparse.ArgumentParser) -> None:
+def add_model(parser: argparse.ArgumentParser, intervention: bool = False) -> None:
+    """`--model`; where the command takes an intervention, it defaults to the intervention's."""
+    default = f"the intervention's model, else {DEFAULT_MODEL}" if intervention else DEFAULT_MODEL
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"built-in name, local folder or Hugging Face hub id (default: {DEFAULT_MODEL})",
+        default=None if intervention else DEFAULT_MODEL,
+        help=f"built-in name, local folder or Hugging Face hub id (default: {default})",
+    )
+
+
+def intervention_model(path: str, sidecar: dict, model: str | None) -> str:
+    """The model to steer with the intervention at `path`: the one it was made for. Another
+    `--model` is refused (an intervention is trained on one model's activations; a model of
+    another shape would fail later, one of the same shape would silently mean nothing)."""
+    made_for = sidecar.get("model") or DEFAULT_MODEL
+    if model is None or model == made_for:
+        return made_for
+    if Path(model).expanduser().resolve() == Path(made_for).expanduser().resolve():
+        return model  # the same folder, written another way
+    raise SteerfrontError(
+        f"--model {model}: {path} was made for model {made_for} (leave out --model to use it)"
     )
 
 
