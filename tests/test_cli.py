@@ -192,3 +192,49 @@ def test_generate_refuses_another_model_and_a_bad_m(capsys, tmp_path, saved_vect
     assert f"--model {other}: {saved_vector} was made for model " in err
     status, _, err = run(capsys, *argv, "--m", "1,inf")
     assert status == 2 and "--m: m must be finite, not inf" in err
+
+
+def test_evaluate_an_intervention_beside_the_unsteered_model(capsys, saved_vector, tiny_model_dir):
+    flags = ("evaluate", "--pairs", "4", "--json")
+    status, out, _ = run(capsys, *flags, "--intervention", str(saved_vector), "--m", "2,1")
+    assert status == 0
+    result = json.loads(out)
+    assert result["model"] == str(tiny_model_dir)  # the intervention's, by default
+    assert (result["form"], result["layer"], result["pairs"]) == ("vector", 1, 4)
+    assert (result["per_token"], result["end_of_turn"]) == (False, False)
+    rows = {row["m"]: row for row in result["rows"]}
+    assert list(rows) == [0.0, 1.0, 2.0]
+    plain = json.loads(run(capsys, *flags, "--model", str(tiny_model_dir))[1])
+    assert rows[0.0]["pref_odds"] == pytest.approx(plain["pref_odds"], abs=1e-5)
+    assert rows[0.0]["util_drop"] == 0.0
+    assert rows[2.0]["util_drop"] == pytest.approx(plain["util_odds"] - rows[2.0]["util_odds"])
+    assert rows[2.0]["pref_odds"] != rows[0.0]["pref_odds"]
+    status, out, _ = run(capsys, *flags[:-1], "--intervention", str(saved_vector))
+    assert status == 0 and out.splitlines()[0].split() == [
+        "m", "pref_odds", "±", "se", "util_odds", "±", "se", "util_drop", "accuracy"
+    ]  # fmt: skip
+    assert [line.split()[0] for line in out.splitlines()[1:3]] == ["0.000", "2.500"]  # saved m
+    assert "(4 pairs), vector at layer 1; m = 0 is the unsteered model" in out
+
+
+def test_evaluate_refuses_m_alone_and_another_model(capsys, tmp_path, saved_vector):
+    status, out, err = run(capsys, "evaluate", "--m", "1")
+    assert status == 2 and out == "" and "--m needs --intervention" in err
+    argv = ["evaluate", "--intervention", str(saved_vector), "--model", "smollm2-135m-instruct"]
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert "was made for model" in err and "leave out --model" in err
+
+
+def test_evaluate_per_token_divides_each_nll_by_its_length(capsys, tiny_model_dir):
+    from steerfront.data import encode_pairs, load_concept
+    from steerfront.lm import load_model
+
+    flags = ("evaluate", "--model", str(tiny_model_dir), "--concept", "sentiment", "--json")
+    summed = json.loads(run(capsys, *flags, "--pairs", "3")[1])
+    mean = json.loads(run(capsys, *flags, "--pairs", "3", "--per-token")[1])
+    assert (summed["per_token"], mean["per_token"]) == (False, True)
+    encoded = encode_pairs(load_model(str(tiny_model_dir)).tokenizer, load_concept("sentiment"))
+    for s, m, e in zip(summed["pairs"], mean["pairs"], encoded, strict=False):
+        assert m["L_p"] == pytest.approx(s["L_p"] / len(e.positive), rel=1e-5)
+        assert m["L_n"] == pytest.approx(s["L_n"] / len(e.negative), rel=1e-5)

@@ -81,6 +81,15 @@ def add_end_of_turn(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_per_token(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--per-token",
+        action="store_true",
+        help="score each completion by its mean NLL per token, so long and short answers "
+        "compare fairly on free text (PAPER.md §3; default: the NLL summed over its tokens)",
+    )
+
+
 def add_format(parser: argparse.ArgumentParser) -> None:
     from steerfront.data import FORMATS
 
