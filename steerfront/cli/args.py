@@ -86,7 +86,8 @@ def add_per_token(parser: argparse.ArgumentParser) -> None:
         "--per-token",
         action="store_true",
         help="score each completion by its mean NLL per token, so long and short answers "
-        "compare fairly on free text (PAPER.md §3; default: the NLL summed over its tokens)",
+        "compare fairly on free text (Xu et al. 2026, §3; default: the NLL summed over its "
+        "tokens)",
     )
 
 

@@ -167,6 +167,28 @@ def test_cli_sweep_without_fits_writes_the_rest(tmp_path, tiny_model_dir, capsys
     assert pq.read_table(out / "summary.parquet").column("m").to_pylist() == [-1.0, 0.0, 2.0]
 
 
+def test_cli_sweep_per_token_scores_and_records_the_scale(tmp_path, tiny_model_dir, capsys):
+    from steerfront.data import encode_pairs
+    from steerfront.lm import load_model
+    from steerfront.methods.io import load_intervention
+    from steerfront.scoring.evaluate import evaluate
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--model", str(tiny_model_dir), "--layer", "1", "--m=-1,0,2", "--no-fit"]
+    argv += ["--factors", "2,4", "--steps", "6", "--out", str(out), "-q", "--json"]
+    assert main([*argv, "--per-token"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["per_token"] is True and result["end_of_turn"] is False
+    summary = pq.read_table(out / "summary.parquet").to_pylist()
+    assert {row["per_token"] for row in summary} == {True}
+    lm = load_model(str(tiny_model_dir))
+    test = load_concept("agreeableness").split(0.0, 0.2, seed=0).test
+    intervention = load_intervention(out / "intervention.safetensors", lm)
+    scores = evaluate(lm, encode_pairs(lm.tokenizer, test), intervention, [-1, 0, 2], True)
+    expected = scores.summary().column("pref_odds").to_pylist()
+    assert [row["test_pref_odds"] for row in summary] == pytest.approx(expected, rel=1e-5)
+
+
 def test_interrupted_sweep_leaves_no_output(tmp_path, tiny_model_dir, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
