@@ -12,6 +12,7 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_model,
+    add_per_token,
     add_tracking_uri,
     describe,
     ints,
@@ -39,6 +40,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     add_dtype(search)
     add_concept(search)
     add_end_of_turn(search)
+    add_per_token(search)
     search.add_argument(
         "--space",
         default=None,
@@ -192,6 +194,7 @@ def run(args: argparse.Namespace) -> None:
             dense_m=args.dense_m,
             util_floor=args.util_floor,
             end_of_turn=args.end_of_turn,
+            per_token=args.per_token,
             storage=args.storage,
             tracking_uri=args.tracking_uri,
             address=args.address or os.environ.get("RAY_ADDRESS"),

@@ -53,6 +53,7 @@ class SearchSetup:
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
     end_of_turn: bool = False  # score each completion with the turn's end (encode_pairs)
+    per_token: bool = False  # score each completion by its mean NLL per token (evaluate)
     dtype: str = "auto"  # the model's, by name (load_model); auto: bf16 on a GPU worker
 
     @property
@@ -194,8 +195,9 @@ def score(
     setup: SearchSetup,
     split: str,
 ) -> dict[float, dict[str, float]]:
-    """Metrics per value of m on one split, named as in trials.parquet (test ones prefixed)."""
-    scores = evaluate(lm, encoded, intervention, grid, cache=cache)
+    """Metrics per value of m on one split, named as in trials.parquet (test ones prefixed),
+    on the setup's scale (`per_token`, as the baseline)."""
+    scores = evaluate(lm, encoded, intervention, grid, setup.per_token, cache=cache)
     return point_metrics(scores, np.asarray(setup.baseline_util[split]), setup.seed, split)
 
 

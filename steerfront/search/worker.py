@@ -50,7 +50,8 @@ def unsteered(
     splits = setup.splits()
     baseline, utils = {}, {}
     for name in SCORED_SPLITS:
-        scores = evaluate(lm, setup.encode(lm, getattr(splits, name)), None, 0.0)
+        encoded = setup.encode(lm, getattr(splits, name))
+        scores = evaluate(lm, encoded, None, 0.0, per_token=setup.per_token)
         utils[name] = scores.util.tolist()
         metrics = point_metrics(scores, scores.util, setup.seed, "val")[0.0]
         baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
