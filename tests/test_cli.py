@@ -238,3 +238,14 @@ def test_evaluate_per_token_divides_each_nll_by_its_length(capsys, tiny_model_di
     for s, m, e in zip(summed["pairs"], mean["pairs"], encoded, strict=False):
         assert m["L_p"] == pytest.approx(s["L_p"] / len(e.positive), rel=1e-5)
         assert m["L_n"] == pytest.approx(s["L_n"] / len(e.negative), rel=1e-5)
+
+
+def test_datasets_validate_warns_on_stderr_and_exits_0(capsys, tmp_path):
+    path = tmp_path / "c.jsonl"
+    pair = {"prompt": "q?", "positive": "a much longer answer", "negative": "no"}
+    path.write_text(json.dumps(pair) + "\n")
+    status, out, err = run(capsys, "datasets", "validate", str(path))
+    assert status == 0 and out.startswith(f"{path}: ok, 1 pairs")
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"warning: {path}: ") for line in lines)
+    assert "10.00x as long" in lines[0] and "leave 0 test pairs" in lines[1]
