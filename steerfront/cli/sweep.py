@@ -258,11 +258,23 @@ def print_sweep(result: dict, out: Path) -> None:
                 f"{kind} fit: R² train {report.train.r2:.3f}, test {report.test.r2:.3f}, "
                 f"transfer {report.r2_transfer:.3f}"
             )
-    manifold = result["manifold"]
-    print(
-        f"manifold: k = {manifold['k']} components explain {manifold['explained']:.0%} of "
-        f"unsteered variance; corr(off-manifold, utility loss) = "
-        f"{manifold['corr_off_manifold_util_loss']:.3f}"
-    )
+    print(f"manifold: {manifold_finding(result['manifold'])}")
     files = ", ".join(sorted(path.name for path in out.iterdir()))
     print(f"wrote {out}/: {files}")
+
+
+def manifold_finding(manifold: dict) -> str:
+    """The manifold's dimension and its tie to utility loss, unless too few points make any
+    subspace explain them all."""
+    from steerfront.scoring.manifold import MIN_POINTS
+
+    if not manifold["reliable"]:
+        return (
+            f"unreliable ({manifold['points']} points for k = {manifold['k']} components; "
+            f"a finding needs at least {MIN_POINTS} and twice k)"
+        )
+    return (
+        f"k = {manifold['k']} components explain {manifold['explained']:.0%} of unsteered "
+        f"variance; corr(off-manifold, utility loss) = "
+        f"{manifold['corr_off_manifold_util_loss']:.3f}"
+    )

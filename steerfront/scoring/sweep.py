@@ -106,6 +106,8 @@ def run_sweep(
         "manifold": {
             "k": manifold.k,
             "explained": manifold.explained,
+            "points": manifold.points.shape[0],
+            "reliable": manifold.reliable,
             "corr_off_manifold_util_loss": correlation(
                 [r["off_manifold"] for r in summary], util_loss
             ),

@@ -40,6 +40,17 @@ def test_finds_the_subspace():
     assert manifold.off_manifold(points).max() < 1e-4
 
 
+def test_a_fit_from_too_few_points_is_unreliable():
+    points, _, _ = _subspace_data()
+    assert Manifold.fit(points).reliable  # 200 points, k = 3
+    few = Manifold.fit(torch.randn(3, D, generator=torch.Generator().manual_seed(0)))
+    assert few.explained == pytest.approx(1.0) and few.k <= 2  # any 3 points "explain" 100%
+    assert not few.reliable and few.needed == 10
+    spread = torch.randn(12, D, generator=torch.Generator().manual_seed(0))
+    wide = Manifold.fit(spread)  # 12 points, but 90% of their variance takes more than 6 axes
+    assert wide.k > 6 and wide.needed == 2 * wide.k and not wide.reliable
+
+
 def test_k_is_the_smallest_reaching_the_variance():
     points, _, _ = _subspace_data()
     centred = points.numpy() - points.numpy().mean(axis=0)

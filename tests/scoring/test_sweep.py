@@ -80,6 +80,8 @@ def test_sweep_scores_train_and_test_at_every_m(tiny_lm):
     assert np.argmin(off) == GRID.index(0.0)
     assert set(result["fits"]) == {"pref", "util"}
     assert 1 <= result["manifold"]["k"] <= tiny_lm.hidden_size
+    assert result["manifold"]["points"] == len(splits.test) == 5
+    assert result["manifold"]["reliable"] is False  # 5 test prompts are too few for a finding
 
 
 @pytest.mark.parametrize("tiny_lm", ["llama"], indirect=True)
@@ -154,13 +156,17 @@ def test_cli_sweep_writes_everything(tmp_path, tiny_model_dir, capsys):
 
 
 def test_cli_sweep_without_fits_writes_the_rest(tmp_path, tiny_model_dir, capsys):
-    """--no-fit takes a grid too small to fit, and says the fits were skipped."""
+    """--no-fit takes a grid too small to fit, and says the fits were skipped; a manifold from
+    7 test prompts is reported as unreliable, not as a finding."""
     out = tmp_path / "sweep"
     argv = ["sweep", "--model", str(tiny_model_dir), "--layer", "1", "--m=2,-1,0,2"]
-    status = main([*argv, "--no-fit", "--factors", "2,4", "--steps", "6", "--out", str(out), "-q"])
+    argv += ["--test-fraction", "0.05", "--no-fit", "--factors", "2,4", "--steps", "6"]
+    status = main([*argv, "--out", str(out), "-q"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "fits skipped (--no-fit)" in printed and "R²" not in printed
+    assert "\nmanifold: unreliable (7 points for k = " in printed and "explain" not in printed
+    assert json.loads((out / "manifold.json").read_text())["reliable"] is False
     names = sorted(path.name for path in out.iterdir())
     assert "fits.json" not in names
     assert {"manifold.json", "summary.parquet", "sweep.png", "manifold.png"} <= set(names)
