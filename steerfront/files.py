@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where converted models and kernel choices live: `STEERFRONT_CACHE`, else
+    `~/.cache/steerfront`."""
+    return Path(os.environ.get("STEERFRONT_CACHE", Path.home() / ".cache" / "steerfront"))
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:

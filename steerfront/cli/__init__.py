@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from steerfront.cli import (
     best,
+    cache,
     datasets,
     evaluate,
     front,
@@ -20,7 +21,7 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, front, best, ui, generate)
+COMMANDS = (datasets, evaluate, sweep, search, front, best, ui, generate, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

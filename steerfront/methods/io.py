@@ -7,7 +7,6 @@ sha256 of the tensor file, so a file changed after export is refused rather than
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -19,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from steerfront.defaults import FORMS
 from steerfront.errors import SteerfrontError
-from steerfront.files import open_mode, staged_dir
+from steerfront.files import open_mode, sha256, staged_dir
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention, check_fits
 
@@ -35,14 +34,6 @@ def _pair(path: str | Path) -> tuple[Path, Path]:
         path.name,
     )
     return path.with_name(stem + _SUFFIX), path.with_name(stem + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _temp_beside(path: Path) -> Path:
@@ -78,7 +69,7 @@ def save_intervention(intervention: Intervention, path: str | Path, lm: LM) -> P
     temp_tensors, temp_sidecar = _temp_beside(tensors_path), _temp_beside(sidecar_path)
     try:
         save_file(tensors, temp_tensors)
-        sidecar["sha256"] = _sha256(temp_tensors)
+        sidecar["sha256"] = sha256(temp_tensors)
         try:
             text = json.dumps(sidecar, indent=2)
         except (TypeError, ValueError) as exc:
@@ -144,7 +135,7 @@ def load_intervention(path: str | Path, lm: LM) -> Intervention:
     sidecar = _read_sidecar(sidecar_path)
     if not tensors_path.is_file():
         raise SteerfrontError(f"{tensors_path}: tensor file is missing")
-    if _sha256(tensors_path) != sidecar["sha256"]:
+    if sha256(tensors_path) != sidecar["sha256"]:
         raise SteerfrontError(
             f"{tensors_path}: sha256 differs from the one in {sidecar_path.name}; "
             "the file was modified (tampered or corrupted) after export"
