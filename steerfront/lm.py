@@ -475,7 +475,9 @@ def _hub_unreachable() -> str | None:
     thread.join(_HUB_TIMEOUT)
     if not answer:
         return f"hub {constants.ENDPOINT} did not answer within {_HUB_TIMEOUT:g} s"
-    return answer[0] and f"hub {constants.ENDPOINT} unreachable: {answer[0]}"
+    if answer[0] is None:
+        return None
+    return f"hub {constants.ENDPOINT} unreachable: {answer[0]}"
 
 
 def _builtin_gguf() -> Path:

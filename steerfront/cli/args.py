@@ -42,8 +42,8 @@ def add_model(parser: argparse.ArgumentParser, intervention: bool = False) -> No
 
 def intervention_model(path: str, sidecar: dict, model: str | None) -> str:
     """The model to steer with the intervention at `path`: the one it was made for. Another
-    `--model` is refused (an intervention is trained on one model's activations; a model of
-    another shape would fail later, one of the same shape would silently mean nothing)."""
+    `--model` is refused: an intervention learnt on one model's activations means nothing on
+    another, even one whose shapes fit."""
     made_for = sidecar.get("model") or DEFAULT_MODEL
     if model is None or model == made_for:
         return made_for

@@ -113,7 +113,8 @@ def steered(args: argparse.Namespace, pairs: PairSet) -> None:
 
     sidecar = read_sidecar(args.intervention)
     try:
-        ms = check_grid(args.m or sidecar["meta"].get("m", 1.0)).tolist()
+        saved = sidecar["meta"].get("m", 1.0)
+        ms = check_grid(saved if args.m is None else args.m).tolist()
     except SteerfrontError as err:
         raise SteerfrontError(f"--m: {err}") from None
     lm = load_model(intervention_model(args.intervention, sidecar, args.model), dtype=args.dtype)

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
         raise SteerfrontError(f"--temperature must be 0 (greedy) or more, not {args.temperature}")
     sidecar = read_sidecar(args.intervention)
     try:
-        ms = check_grid(args.m or sidecar["meta"].get("m", 1.0)).tolist()
+        saved = sidecar["meta"].get("m", 1.0)
+        ms = check_grid(saved if args.m is None else args.m).tolist()
     except SteerfrontError as err:
         raise SteerfrontError(f"--m: {err}") from None
     model = intervention_model(args.intervention, sidecar, args.model)

@@ -12,7 +12,8 @@ from steerfront.defaults import TEST_FRACTION
 # the pairs is typically half as long again as the other, the length, not the concept, drives
 # pref_odds.
 LENGTH_RATIO = 1.5
-# Fewer test pairs than this and a mean's standard error is as large as the effects searched for.
+# Under this many test pairs a test mean's standard error is a third of the pairs' spread or
+# more: a pick judged on them is mostly noise.
 MIN_TEST_PAIRS = 10
 
 

@@ -81,14 +81,9 @@ class Manifold:
         )
 
     @property
-    def needed(self) -> int:
-        """How many unsteered points this fit needs to be reliable."""
-        return max(MIN_POINTS, 2 * self.k)
-
-    @property
     def reliable(self) -> bool:
         """Whether the fit has enough points to be a finding rather than an artefact."""
-        return self.points.shape[0] >= self.needed
+        return self.points.shape[0] >= max(MIN_POINTS, 2 * self.k)
 
     def _as_points(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1:] != self.mean.shape:
