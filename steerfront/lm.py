@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import platform
+import sys
 import threading
 import time
 import urllib.error
@@ -530,7 +531,7 @@ def _sources(path: Path) -> list[dict]:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize the GGUF file to fp32 and save a plain transformers folder."""
-    print(f"steerfront: converting {gguf.name} to safetensors (once) ...", flush=True)
+    print(f"steerfront: converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
