@@ -59,6 +59,7 @@ class SearchSettings:
     address: str | None = None
     retries: int = 1  # a trial whose worker dies is run again this many times, then failed
     end_of_turn: bool = False  # score each completion with the turn's end
+    per_token: bool = False  # score each completion by its mean NLL per token
     dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
@@ -164,6 +165,7 @@ def _run(
                 "seed": settings.seed,
                 "dense_m": settings.dense_m,
                 "end_of_turn": settings.end_of_turn,
+                "per_token": settings.per_token,
                 "dtype": settings.dtype,
                 "util_floor": settings.util_floor,
                 "layers": layers,
@@ -218,6 +220,7 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
         baseline={},
         dense_m=settings.dense_m,
         end_of_turn=settings.end_of_turn,
+        per_token=settings.per_token,
         dtype=settings.dtype,
         m_range={form: list(space.m[form]) for form in space.forms},
     )
