@@ -350,7 +350,7 @@ def _cpu_name() -> str:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """Hide transformers' per-load progress bars (a cached load takes about a second)."""
     from transformers.utils import logging as hf_logging
 
@@ -428,7 +428,7 @@ def load_model(
     else:
         folder, kwargs = spec, {"trust_remote_code": trust_remote_code}
     try:
-        with _quiet_loading():
+        with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
@@ -444,6 +444,17 @@ def load_model(
 
     self_check(lm)
     return lm
+
+
+def serving_source(spec: str) -> tuple[str, Path | None]:
+    """What a serving engine loads for the model `spec`: a Hugging Face folder (absolute) or hub
+    id, and the model's GGUF file where one ships (the built-in model's, for llama.cpp)."""
+    if spec == DEFAULT_MODEL:
+        return str(_builtin_folder()), _builtin_gguf()
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve()), None
+    return spec, None
 
 
 def _builtin_gguf() -> Path:
