@@ -11,6 +11,7 @@ from steerfront.cli import (
     best,
     datasets,
     evaluate,
+    export,
     front,
     generate,
     search,
@@ -20,7 +21,7 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, front, best, ui, generate)
+COMMANDS = (datasets, evaluate, sweep, search, front, best, export, ui, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:

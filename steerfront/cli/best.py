@@ -36,11 +36,12 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.lm import load_model
+    from steerfront.methods.export import formats_for
     from steerfront.search.best import export, pick, read_front
     from steerfront.search.run import STATE
     from steerfront.search.trial import cached
 
-    store = search_store(args)
+    store = search_store(args.search, args.storage)
     folder = store.local
     record = pick(read_front(folder, extended=not args.plain), args.rule, args.max_util_drop)
     state = json.loads((folder / STATE).read_text())
@@ -55,3 +56,5 @@ def run(args: argparse.Namespace) -> None:
     kind = "plain" if args.plain else "extended"
     print(f"best ({args.rule}, {kind} front): {describe(record)}")
     print(f"exported to {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    formats = " or --to ".join(formats_for(record["form"]))
+    print(f"to serve it: steerfront export {out / 'intervention.safetensors'} --to {formats}")

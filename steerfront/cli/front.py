@@ -18,7 +18,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from steerfront.search.best import read_front
 
-    rows = read_front(search_store(args).local, extended=not args.plain)
+    rows = read_front(search_store(args.search, args.storage).local, extended=not args.plain)
     if args.json:
         print(json.dumps(rows))
         return

@@ -99,7 +99,7 @@ def pick(rows: list[dict], rule: str = "max-pref", max_util_drop: float = 1.0) -
 
 def export(record: dict, folder: Path, source: Path, lm: LM) -> Path:
     """Write `best.yaml` and the chosen intervention, trained at `source` (plus a PEFT adapter
-    for lora)."""
+    for lora, at the chosen m)."""
     intervention = load_intervention(source, lm)
     intervention.meta["m"] = record["m"]  # the strength the search chose, for `generate`
     with staged_dir(folder, replace=True) as staging:
@@ -109,7 +109,7 @@ def export(record: dict, folder: Path, source: Path, lm: LM) -> Path:
         (staging / "best.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         save_intervention(intervention, staging / "intervention", lm)
         if intervention.form == "lora":
-            export_peft(intervention, staging / "peft_adapter", lm)
+            export_peft(intervention, staging / "peft_adapter", lm, m=record["m"])
     return folder
 
 
