@@ -76,14 +76,18 @@ def add_format(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_finished_search(parser: argparse.ArgumentParser) -> None:
-    """The arguments `front` and `best` share: which search, and which of its fronts."""
-    parser.add_argument("search", help="search name (or its folder)")
+def add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         default=SEARCH["storage"],
         help=f"folder or object-store URI of searches (default: {SEARCH['storage']})",
     )
+
+
+def add_finished_search(parser: argparse.ArgumentParser) -> None:
+    """The arguments `front` and `best` share: which search, and which of its fronts."""
+    parser.add_argument("search", help="search name (or its folder)")
+    add_storage(parser)
     parser.add_argument(
         "--plain",
         action="store_true",

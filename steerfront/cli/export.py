@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, describe, search_store
-from steerfront.defaults import EXPORT_FORMATS, SEARCH
+from steerfront.cli.args import add_dtype, add_storage, describe, search_store
+from steerfront.defaults import EXPORT_FORMATS
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
@@ -56,11 +56,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --point: count on the plain front (default: the extended front)",
     )
-    export.add_argument(
-        "--storage",
-        default=SEARCH["storage"],
-        help=f"folder or object-store URI of searches (default: {SEARCH['storage']})",
-    )
+    add_storage(export)
     export.add_argument(
         "--model",
         default=None,
