@@ -54,7 +54,8 @@ def add(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--plain",
         action="store_true",
-        help="with --point: count on the plain front (default: the extended front)",
+        help="for a search: pick from, or count --point on, the plain front (default: the "
+        "extended front)",
     )
     add_storage(export)
     export.add_argument(
