@@ -10,6 +10,9 @@ FORMS = ("vector", "lora", "local_weight")
 # Model dtypes by name; "auto" is bf16 on a GPU, fp32 on a CPU.
 DTYPES = ("auto", "float32", "bfloat16")
 OBJECTIVES = ("diffmean", "sft", "reps", "split")
+# Where an exported intervention is served (`steerfront export --to`): a llama.cpp control
+# vector, a PEFT LoRA adapter, or a Hugging Face folder with the change merged in.
+EXPORT_FORMATS = ("gguf", "peft", "merged")
 
 # SPLIT (PAPER.md §6): L = lambda_p·L_p + lambda_n·L_n + gamma·ReLU(theta - (L_n - L_p)).
 SPLIT = {"lambda_p": 1.0, "lambda_n": 0.5, "gamma": 5.0, "theta": 0.4}

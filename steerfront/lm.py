@@ -350,7 +350,7 @@ def _cpu_name() -> str:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """Hide transformers' per-load progress bars (a cached load takes about a second)."""
     from transformers.utils import logging as hf_logging
 
@@ -431,7 +431,7 @@ def load_model(
         folder = spec
         kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": bool(offline)}
     try:
-        with _quiet_loading():
+        with quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
@@ -479,6 +479,17 @@ def _hub_unreachable() -> str | None:
     if answer[0] is None:
         return None
     return f"hub {constants.ENDPOINT} unreachable: {answer[0]}"
+
+
+def serving_source(spec: str) -> tuple[str, Path | None]:
+    """What a serving engine loads for the model `spec`: a Hugging Face folder (absolute) or hub
+    id, and the model's GGUF file where one ships (the built-in model's, for llama.cpp)."""
+    if spec == DEFAULT_MODEL:
+        return str(_builtin_folder()), _builtin_gguf()
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve()), None
+    return spec, None
 
 
 def _builtin_gguf() -> Path:

@@ -12,6 +12,7 @@ from steerfront.cli import (
     cache,
     datasets,
     evaluate,
+    export,
     front,
     generate,
     search,
@@ -21,7 +22,7 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, front, best, ui, generate, cache)
+COMMANDS = (datasets, evaluate, sweep, search, front, best, export, ui, generate, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

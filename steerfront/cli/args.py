@@ -110,14 +110,18 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_finished_search(parser: argparse.ArgumentParser) -> None:
-    """The arguments `front` and `best` share: which search, and which of its fronts."""
-    parser.add_argument("search", help="search name (or its folder)")
+def add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         default=SEARCH["storage"],
         help=f"folder or object-store URI of searches (default: {SEARCH['storage']})",
     )
+
+
+def add_finished_search(parser: argparse.ArgumentParser) -> None:
+    """The arguments `front` and `best` share: which search, and which of its fronts."""
+    parser.add_argument("search", help="search name (or its folder)")
+    add_storage(parser)
     parser.add_argument(
         "--plain",
         action="store_true",
@@ -152,17 +156,17 @@ def per_form(values: dict) -> str:
     return ", ".join(f"{form} {value}" for form, value in values.items())
 
 
-def search_store(args: argparse.Namespace) -> Store:
+def search_store(search: str, storage: str) -> Store:
     """The search named on the command line (or given as a folder), its files at hand."""
     from steerfront.search.run import STATE
 
-    folder = Path(args.search)
+    folder = Path(search)
     store = Store(str(folder.parent), folder.name) if folder.is_dir() else None
-    store = store or Store(args.storage, args.search)
+    store = store or Store(storage, search)
     store.pull(STATE, "trials.parquet", "front.parquet")
     if not (store.local / "trials.parquet").is_file():
         where = store.uri or store.local
-        raise SteerfrontError(f"search {args.search!r}: no trials.parquet in {where}")
+        raise SteerfrontError(f"search {search!r}: no trials.parquet in {where}")
     return store
 
 

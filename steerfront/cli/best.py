@@ -50,6 +50,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit status 1 when the pick does not beat the unsteered model (nothing exported)."""
     from steerfront.lm import load_model
+    from steerfront.methods.export import formats_for
     from steerfront.search.best import (
         beats_baseline,
         export,
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from steerfront.search.trial import cached
 
-    store = search_store(args)
+    store = search_store(args.search, args.storage)
     setup = search_state(store)["setup"]
     record = pick(read_front(store.local, extended=not args.plain), args.rule, args.max_util_drop)
     beats = beats_baseline(record, setup["baseline"])
@@ -96,4 +97,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             files = ", ".join(sorted(p.name for p in exported.iterdir()))
             print(f"exported to {exported}/: {files}")
+            formats = " or --to ".join(formats_for(record["form"]))
+            intervention = exported / "intervention.safetensors"
+            print(f"to serve it: steerfront export {intervention} --to {formats}")
     return 1 if exported is None else 0

@@ -22,7 +22,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from steerfront.search.best import read_front
 
-    store = search_store(args)
+    store = search_store(args.search, args.storage)
     baseline = search_state(store)["setup"]["baseline"]
     rows = read_front(store.local, extended=not args.plain)
     if args.json:

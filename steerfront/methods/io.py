@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -168,13 +169,31 @@ def load_intervention(path: str | Path, lm: LM) -> Intervention:
     return intervention
 
 
-def export_peft(intervention: Intervention, folder: str | Path, lm: LM) -> Path:
-    """Write a LoRA intervention as a PEFT adapter folder for `PeftModel.from_pretrained`.
+def export_peft(
+    intervention: Intervention,
+    folder: str | Path,
+    lm: LM,
+    m: float = 1.0,
+    base: str | None = None,
+) -> Path:
+    """Write a LoRA intervention at `m` as a PEFT adapter folder for `PeftModel.from_pretrained`
+    (and vLLM's `--lora-modules`); `base` is the base model it names (default: `lm.spec`).
 
     PEFT adds `(lora_alpha / r)·B·A·x` to the adapted module's output; with `lora_alpha = r`
-    that is exactly our lora form at m = 1 on layer `layer`'s down-projection, and only that
+    and `m·B` as B that is exactly our lora form at `m` on layer `layer`'s down-projection (an
+    engine fixes an adapter's scale, so the strength goes into the weights), and only that
     module is targeted (by its full name, so no other layer matches).
     """
+    folder = Path(folder).expanduser()
+    with staged_dir(folder, replace=True) as staging:
+        write_peft(intervention, staging, lm, m, base)
+    return folder
+
+
+def write_peft(
+    intervention: Intervention, folder: Path, lm: LM, m: float = 1.0, base: str | None = None
+) -> None:
+    """`export_peft`'s files, written into the existing `folder`."""
     from peft import LoraConfig
 
     if intervention.form != "lora":
@@ -193,15 +212,13 @@ def export_peft(intervention: Intervention, folder: str | Path, lm: LM) -> Path:
         bias="none",
         task_type="CAUSAL_LM",
         inference_mode=True,
-        base_model_name_or_path=lm.spec,
+        base_model_name_or_path=base or lm.spec,
     )
     prefix = f"base_model.model.{module_name}"
+    params = {name: t.detach().to("cpu", torch.float32) for name, t in intervention.params.items()}
     tensors = {
-        f"{prefix}.lora_A.weight": intervention.params["A"].detach().to("cpu").contiguous(),
-        f"{prefix}.lora_B.weight": intervention.params["B"].detach().to("cpu").contiguous(),
+        f"{prefix}.lora_A.weight": params["A"].contiguous(),
+        f"{prefix}.lora_B.weight": (m * params["B"]).contiguous(),
     }
-    folder = Path(folder).expanduser()
-    with staged_dir(folder, replace=True) as staging:
-        config.save_pretrained(str(staging))
-        save_file(tensors, staging / "adapter_model.safetensors", metadata={"format": "pt"})
-    return folder
+    config.save_pretrained(str(folder))
+    save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})

@@ -162,5 +162,5 @@ def export(record: dict, folder: Path, source: Path, lm: LM, about: dict, replac
         (staging / "best.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         save_intervention(intervention, staging / "intervention", lm)
         if intervention.form == "lora":
-            export_peft(intervention, staging / "peft_adapter", lm)
+            export_peft(intervention, staging / "peft_adapter", lm, m=record["m"])
     return folder

@@ -459,3 +459,39 @@ def test_settings_refuse_an_unknown_dtype():
 
     with pytest.raises(SteerfrontError, match=r"^--dtype 'float16': choose from auto, "):
         SearchSettings(name="s", model="m", concept="c", dtype="float16")
+
+
+def test_export_a_search_point(finished, tiny_model_dir, capsys):
+    """`export NAME`: the point `best` picks by default, at its m; `--point N`: the N-th row
+    `front` lists; `best` names the command."""
+    import gguf
+
+    tmp_path, _ = finished
+    runs, folder = str(tmp_path / "runs"), tmp_path / "runs" / "s1"
+    assert main(["best", "s1", "--storage", runs, "--out", str(tmp_path / "b"), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["best"]
+    assert main(["export", "s1", "--storage", runs, "--to", "gguf"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"point: vector split layer 1 m {best['m']:.3g}")
+    out = folder / "export-gguf"
+    assert lines[1].startswith(f"exported vector at layer 1, m {best['m']:g}, as gguf")
+    assert json.loads((out / "easysteer.json").read_text())["scale"] == best["m"]
+    (tensor,) = gguf.GGUFReader(out / "control_vector.gguf").tensors
+    trained = load_intervention(
+        folder / "cache" / best["train_key"], load_model(str(tiny_model_dir))
+    )
+    np.testing.assert_array_equal(tensor.data, trained.params["v"].numpy())
+
+    assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    out = tmp_path / "point"
+    argv = ["export", "s1", "--storage", runs, "--to", "merged", "--point", str(len(plain))]
+    assert main([*argv, "--plain", "--out", str(out)]) == 0
+    assert f"m {plain[-1]['m']:g}, as merged" in capsys.readouterr().out
+    assert main([*argv[:-1], "99", "--plain"]) == 2
+    err = capsys.readouterr().err
+    assert f"--point 99: the plain front of 's1' has {len(plain)} points" in err
+
+    assert main(["best", "s1", "--storage", runs, "--out", str(tmp_path / "b2")]) == 0
+    serve = f"to serve it: steerfront export {tmp_path / 'b2' / 'intervention.safetensors'}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"{serve} --to gguf or --to merged"
