@@ -468,7 +468,8 @@ def test_export_a_search_point(finished, tiny_model_dir, capsys):
 
     tmp_path, _ = finished
     runs, folder = str(tmp_path / "runs"), tmp_path / "runs" / "s1"
-    assert main(["best", "s1", "--storage", runs, "--out", str(tmp_path / "b"), "--json"]) == 0
+    argv = ["best", "s1", "--storage", runs, "--out", str(tmp_path / "b"), "--json", "--force"]
+    assert main(argv) == 0
     best = json.loads(capsys.readouterr().out)["best"]
     assert main(["export", "s1", "--storage", runs, "--to", "gguf"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -483,7 +484,7 @@ def test_export_a_search_point(finished, tiny_model_dir, capsys):
     np.testing.assert_array_equal(tensor.data, trained.params["v"].numpy())
 
     assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
-    plain = json.loads(capsys.readouterr().out)
+    plain = json.loads(capsys.readouterr().out)["front"]
     out = tmp_path / "point"
     argv = ["export", "s1", "--storage", runs, "--to", "merged", "--point", str(len(plain))]
     assert main([*argv, "--plain", "--out", str(out)]) == 0
@@ -492,6 +493,6 @@ def test_export_a_search_point(finished, tiny_model_dir, capsys):
     err = capsys.readouterr().err
     assert f"--point 99: the plain front of 's1' has {len(plain)} points" in err
 
-    assert main(["best", "s1", "--storage", runs, "--out", str(tmp_path / "b2")]) == 0
+    assert main(["best", "s1", "--storage", runs, "--out", str(tmp_path / "b2"), "--force"]) == 0
     serve = f"to serve it: steerfront export {tmp_path / 'b2' / 'intervention.safetensors'}"
     assert capsys.readouterr().out.splitlines()[-1] == f"{serve} --to gguf or --to merged"
