@@ -1,6 +1,15 @@
-"""Answers with and without steering, side by side (greedy, so the difference is the steering)."""
+"""Answers with and without steering.
+
+Many answers come from one batch: each row is one prompt at one strength `m` (the
+intervention takes a per-row multiplier, and `m = 0` is exactly the unsteered model), prompts
+left-padded, decoded with the KV cache. Greedy by default, so the difference between rows is
+the steering; sampling is seeded.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 
@@ -8,29 +17,71 @@ from steerfront.data import render_prompt
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention
 
+ROWS_PER_BATCH = 64  # rows decoded at once: enough to keep the cores busy, little padding
+
 
 @torch.no_grad()
 def generate(
     lm: LM, prompt: str, intervention: Intervention, m: float, max_new_tokens: int = 60
 ) -> tuple[str, str]:
-    """The unsteered answer and the answer steered at `m`, to one user message."""
-    inputs = lm.tokenizer(
-        render_prompt(lm.tokenizer, prompt),
-        return_tensors="pt",
-        add_special_tokens=lm.chat_template is None,
-    ).to(lm.device)
-    unsteered = _answer(lm, inputs, max_new_tokens)
-    with intervention.attached(lm, m=m):
-        steered = _answer(lm, inputs, max_new_tokens)
+    """The unsteered answer and the answer steered at `m`, to one user message (one batch)."""
+    unsteered, steered = generate_rows(lm, [prompt, prompt], intervention, [0.0, m], max_new_tokens)
     return unsteered, steered
 
 
-def _answer(lm: LM, inputs: dict, max_new_tokens: int) -> str:
+@torch.no_grad()
+def generate_rows(
+    lm: LM,
+    prompts: Sequence[str],
+    intervention: Intervention | None,
+    m: Sequence[float],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> list[str]:
+    """One answer per row: to `prompts[i]`, steered at `m[i]` (unsteered without an
+    intervention). Rows are batched by prompt length, `ROWS_PER_BATCH` at a time."""
+    if len(prompts) != len(m):
+        raise ValueError(f"{len(prompts)} prompts but {len(m)} values of m")
+    templated = lm.chat_template is not None
+    encoded = [
+        lm.tokenizer(render_prompt(lm.tokenizer, p), add_special_tokens=not templated)["input_ids"]
+        for p in prompts
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     pad = lm.tokenizer.pad_token_id  # 0 is a real id: only a missing pad falls back to eos
-    out = lm.model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=lm.tokenizer.eos_token_id if pad is None else pad,
-    )
-    return lm.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    pad = lm.tokenizer.eos_token_id if pad is None else pad
+    out: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), ROWS_PER_BATCH):
+        rows = order[start : start + ROWS_PER_BATCH]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]) :] = 1
+        scale = torch.tensor([float(m[i]) for i in rows], device=lm.device)
+        steering = intervention.attached(lm, m=scale) if intervention else nullcontext()
+        torch.manual_seed(seed + start)
+        with steering:
+            tokens = lm.model.generate(
+                input_ids=ids.to(lm.device),
+                attention_mask=mask.to(lm.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                pad_token_id=pad,
+                **({"temperature": temperature, "top_k": 0} if temperature > 0 else {}),
+            )
+        for r, i in enumerate(rows):
+            out[i] = _decode(lm, tokens[r, width:].tolist())
+    return out
+
+
+def _decode(lm: LM, tokens: list[int]) -> str:
+    """An answer up to its first end-of-sequence token (a row that ends before the others is
+    padded, and the pad may be an ordinary token)."""
+    stops = lm.model.generation_config.eos_token_id
+    if not isinstance(stops, list):
+        stops = [lm.tokenizer.eos_token_id if stops is None else stops]
+    end = next((i for i, token in enumerate(tokens) if token in stops), len(tokens))
+    return lm.tokenizer.decode(tokens[:end], skip_special_tokens=True)
