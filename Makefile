@@ -2,6 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LLAMA := $(VENV)/.llama
 
 .PHONY: demo test lint setup clean
 
@@ -14,10 +15,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# llama.cpp's OpenAI-compatible server, for the llm judge's tests (pip builds it from source
+# with cmake and a C++ compiler: a few minutes, once; the flags keep the build portable).
+$(LLAMA): $(STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+		$(PY) -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
+	touch $(LLAMA)
+
 demo: $(STAMP)
 	$(VENV)/bin/steerfront search
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
