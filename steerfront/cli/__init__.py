@@ -13,6 +13,7 @@ from steerfront.cli import (
     evaluate,
     front,
     generate,
+    judge,
     search,
     sweep,
     ui,
@@ -20,7 +21,7 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, front, best, ui, generate)
+COMMANDS = (datasets, evaluate, sweep, search, judge, front, best, ui, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
