@@ -105,6 +105,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
+@pytest.fixture(scope="session")
+def talking_model_dir(tmp_path_factory):
+    """The tiny model, unable to pick a special token (their embeddings, tied to the head,
+    zeroed), so that it writes text rather than ending or skipping at once."""
+    from transformers import AutoModelForCausalLM
+
+    folder = save_tiny_model(tmp_path_factory.mktemp("talking"))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[256:] = 0
+    model.save_pretrained(folder)
+    return folder
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on."""
     import socket

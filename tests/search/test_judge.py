@@ -27,22 +27,6 @@ def run(*argv):
 
 
 @pytest.fixture(scope="module")
-def talking_model_dir(tmp_path_factory):
-    """The tiny model, unable to pick a special token (their embeddings, tied to the head,
-    zeroed), so that it writes text rather than ending or skipping at once."""
-    import torch
-    from conftest import save_tiny_model
-    from transformers import AutoModelForCausalLM
-
-    folder = save_tiny_model(tmp_path_factory.mktemp("talking"))
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    with torch.no_grad():
-        model.get_input_embeddings().weight[256:] = 0
-    model.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def judged(tmp_path_factory, talking_model_dir):
     """A 4-trial search (one training, four values of m) judged by the local judge when it
     ends: two front points and the unsteered model, the concept's test prompts."""
@@ -265,3 +249,26 @@ def test_llm_judge_pass_through_a_real_server(judged, tmp_path):
     assert len(rows) == 2 and all(r["fluency_answer"] for r in rows)
     unparsed = sum(r[q] is None for r in rows for q in ("concept", "instruction", "fluency"))
     assert result["unparsed"] == unparsed
+
+
+def test_search_resume_finishes_a_judge_pass_that_was_cut_off(judged):
+    """As if the pass stopped after generating a few texts: `search --resume` judges the
+    search's recorded pass again, generating only what is missing."""
+    tmp_path = judged[0]
+    folder = tmp_path / "runs" / "j1" / "judge"
+    recorded = ["--judge-points", "2", "--max-new-tokens", "6"]  # the search's own pass
+    assert run("judge", "j1", "--storage", str(tmp_path / "runs"), *recorded)[0] == 0
+    rows = pq.read_table(folder / "generations.parquet").to_pylist()
+    kept = rows[:5]
+    pq.write_table(pq.read_table(folder / "generations.parquet").slice(0, 5), folder / "g.parquet")
+    (folder / "g.parquet").replace(folder / "generations.parquet")
+    (folder / "judged.parquet").unlink()
+    status, out, err = run("search", "--resume", "j1", "--storage", str(tmp_path / "runs"),
+                           "--json")  # fmt: skip
+    assert status == 0, err[-2000:]
+    assert f"{len(rows) - 5} generations to make, 5 kept" in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["trials"] == 4 and summary["judged"] == judged[1]["judged"]
+    again = pq.read_table(folder / "generations.parquet").to_pylist()
+    assert [r["text"] for r in again[:5]] == [r["text"] for r in kept]
+    assert (folder / "judged.parquet").is_file()
