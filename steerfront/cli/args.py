@@ -83,6 +83,14 @@ def add_format(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
+    )
+
+
 def add_finished_search(parser: argparse.ArgumentParser) -> None:
     """The arguments `front` and `best` share: which search, and which of its fronts."""
     parser.add_argument("search", help="search name (or its folder)")

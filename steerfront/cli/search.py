@@ -13,6 +13,7 @@ from steerfront.cli.args import (
     add_end_of_turn,
     add_judge,
     add_model,
+    add_tracking_uri,
     describe,
     ints,
     judge_settings,
@@ -104,11 +105,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         f"and the default MLflow store; a shared path (NFS) on a cluster "
         f"(default: {SEARCH['storage']})",
     )
-    search.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
-    )
+    add_tracking_uri(search)
     search.add_argument(
         "--address",
         default=None,
