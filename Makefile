@@ -22,8 +22,9 @@ $(LLAMA): $(STAMP)
 		$(PY) -m pip install --quiet 'llama-cpp-python[server]==0.3.36'
 	touch $(LLAMA)
 
+# The search on a concept the default model visibly moves on, then the local judge's pass.
 demo: $(STAMP)
-	$(VENV)/bin/steerfront search
+	$(VENV)/bin/steerfront search --concept sentiment --judge local
 
 test: $(STAMP) $(LLAMA)
 	$(VENV)/bin/ruff check .

@@ -364,7 +364,7 @@ def print_judged(summary: dict) -> None:
         for pair in shown["rows"]:
             print(f"\nprompt: {pair['prompt']}")
             side_by_side(pair["unsteered"], pair["picked"], names)
-    print(f"judge results: {summary['folder']}/")
+    print(f"judge results: {summary['judge_folder']}/")
 
 
 _JUDGED_FIELDS = (

@@ -302,8 +302,12 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         for i, text in zip(todo, texts, strict=True):
             rows[i]["text"] = text
         _write_table(out / "generations.parquet", rows)  # kept before they are judged
+        store.push(f"{FOLDER}/generations.parquet")
     if judge.judge == "llm":
-        scores, names = _llm_scores(rows, judge, setup, out)
+        try:
+            scores, names = _llm_scores(rows, judge, setup, out)
+        finally:  # the answers so far, for a pass finished from another machine
+            store.push(f"{FOLDER}/answers.sqlite")
     else:
         from steerfront.scoring.judge.local import SCORES as names
     for row, score in zip(rows, scores, strict=True):
@@ -331,7 +335,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "unparsed": unparsed,
         "unparsed_example": next((_unparsed(r, names) for r in rows if _unparsed(r, names)), None),
         "examples": examples(rows, judged, names),
-        "folder": str(out),
+        "judge_folder": str(out),
     }
 
 
