@@ -23,8 +23,9 @@ $(LLAMA): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet -e '.[test,llama]'
 	touch $(LLAMA)
 
+# The search on a concept the default model visibly moves on, then the local judge's pass.
 demo: $(STAMP)
-	$(VENV)/bin/steerfront search
+	$(VENV)/bin/steerfront search --concept sentiment --judge local
 
 test: $(STAMP) $(LLAMA)
 	$(VENV)/bin/ruff check .

@@ -63,3 +63,26 @@ SEARCH = {
     "dense_m": 9,
     "storage": "runs",
 }
+
+# Judged generations (`steerfront judge`, `search --judge`): which points, how to generate, and
+# the llm judge's endpoint. `max_fluency_drop` (best --rule judged) is a share of the unsteered
+# model's fluency.
+JUDGE = {
+    "points": 8,
+    "samples": 1,
+    "max_new_tokens": 128,
+    "temperature": 0.0,
+    "url": "https://api.openai.com/v1",
+    "model": "gpt-4.1-mini",
+    "key_env": "OPENAI_API_KEY",
+    "rubric": "axbench",
+    "concurrency": 8,
+    "max_fluency_drop": 0.2,
+}
+# The built-in concepts in words, for the llm judge's questions (`--concept-text` overrides).
+CONCEPT_TEXT = {
+    "agreeableness": "agreeableness: being warm, cooperative and considerate of others",
+    "formality": "a formal register: polite, formal wording rather than casual speech",
+    "risk_seeking": "a liking for risk: preferring bold, risky choices to safe ones",
+    "sentiment": "positive sentiment: praise, enthusiasm and satisfaction",
+}

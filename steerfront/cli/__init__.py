@@ -15,6 +15,7 @@ from steerfront.cli import (
     export,
     front,
     generate,
+    judge,
     search,
     sweep,
     ui,
@@ -22,7 +23,7 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, front, best, export, ui, generate, cache)
+COMMANDS = (datasets, evaluate, sweep, search, judge, front, best, export, ui, generate, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

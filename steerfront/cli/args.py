@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
+import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from steerfront.defaults import DEFAULT_CONCEPT, DEFAULT_MODEL, DTYPES, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
+
+if TYPE_CHECKING:
+    from steerfront.search.judged import JudgeSettings
 
 
 class Parser(argparse.ArgumentParser):
@@ -189,7 +196,7 @@ def describe(record: dict) -> str:
         parts.append(f"gamma {record['gamma']:.3g}")
     parts.append(
         f"pref_odds {record['pref_odds']:.3f} util_odds {record['util_odds']:.3f} "
-        f"(test {record['test_pref_odds']:.3f} / {record['test_util_odds']:.3f})"
+        f"(test {cell(record.get('test_pref_odds'))} / {cell(record.get('test_util_odds'))})"
     )
     return ", ".join(parts)
 
@@ -232,3 +239,178 @@ def cell(value: object) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.3f}"
     return str(value)
+
+
+def add_judge(parser: argparse.ArgumentParser, on_search: bool) -> None:
+    """The judge pass's flags, the same on `judge` and `search --judge`."""
+    from steerfront.defaults import JUDGE
+    from steerfront.scoring.judge import JUDGES
+
+    group = parser.add_argument_group("judged generations")
+    group.add_argument(
+        "--judge",
+        choices=JUDGES,
+        default=None if on_search else "local",
+        help="local: the unsteered model's own measures and a concept probe (no network); llm: "
+        "an OpenAI-compatible chat endpoint and a rubric "
+        + ("(default: no judge pass)" if on_search else "(default: local)"),
+    )
+    group.add_argument(
+        "--judge-points",
+        type=int,
+        default=JUDGE["points"],
+        metavar="K",
+        help="judge the unsteered model and up to K points spread along the extended front "
+        f"(default: {JUDGE['points']})",
+    )
+    group.add_argument(
+        "--points",
+        default=None,
+        metavar="FILE|IDS",
+        help="judge these points instead: comma-separated trial ids, or a JSONL file of "
+        '{"trial_id": ..., "m": ...} (m optional; default: spread along the front)',
+    )
+    group.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="JSONL file of instructions ('instruction' or 'prompt' per line) "
+        "(default: the concept's test prompts)",
+    )
+    group.add_argument(
+        "--samples",
+        type=int,
+        default=JUDGE["samples"],
+        help=f"generations per prompt and point (default: {JUDGE['samples']})",
+    )
+    group.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=JUDGE["max_new_tokens"],
+        help=f"generation length limit (default: {JUDGE['max_new_tokens']})",
+    )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        default=JUDGE["temperature"],
+        help="sampling temperature, seeded; 0 is greedy (default: 0)",
+    )
+    group.add_argument(
+        "--judge-url",
+        default=os.environ.get("OPENAI_BASE_URL", JUDGE["url"]),
+        help=f"llm: base URL of the endpoint (default: OPENAI_BASE_URL, else {JUDGE['url']})",
+    )
+    group.add_argument(
+        "--judge-model",
+        default=JUDGE["model"],
+        help=f"llm: the judge model (default: {JUDGE['model']})",
+    )
+    group.add_argument(
+        "--judge-key-env",
+        default=JUDGE["key_env"],
+        metavar="VAR",
+        help="llm: the environment variable that holds the API key (never logged or written) "
+        f"(default: {JUDGE['key_env']})",
+    )
+    group.add_argument(
+        "--rubric",
+        default=JUDGE["rubric"],
+        help="llm: axbench (concept, instruction, fluency 0-2 and their harmonic mean), bipo "
+        f"(power-seeking 1-4) or a rubric YAML file (default: {JUDGE['rubric']})",
+    )
+    group.add_argument(
+        "--judge-concurrency",
+        type=int,
+        default=JUDGE["concurrency"],
+        help=f"llm: requests at once (default: {JUDGE['concurrency']})",
+    )
+    group.add_argument(
+        "--concept-text",
+        default=None,
+        help="llm: the concept in words for the rubric's questions (default: a built-in "
+        "concept's description, else the concept file's name)",
+    )
+
+
+def judge_settings(args: argparse.Namespace, seed: int) -> JudgeSettings | None:
+    """The judge pass the flags ask for (files and endpoint checked), or None."""
+    from steerfront.search.judged import JudgeSettings
+
+    if args.judge is None:
+        return None
+    return JudgeSettings(
+        judge=args.judge,
+        points=args.judge_points,
+        chosen=args.points,
+        prompts=args.prompts,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=seed,
+        url=args.judge_url,
+        model=args.judge_model,
+        key_env=args.judge_key_env,
+        rubric=args.rubric,
+        concurrency=args.judge_concurrency,
+        concept_text=args.concept_text,
+    ).check()
+
+
+def print_judged(summary: dict) -> None:
+    """The judged points below the unsteered model, the agreement of log-odds with the judge,
+    and two generations of the picked point beside the unsteered model's."""
+    judged = summary["judged"]
+    names = [k for k in judged[0] if k not in _JUDGED_FIELDS]
+    head = ("point", "form", "objective", "layer", "m", "pref val", "util val")
+    print(" ".join(f"{h:>12}" for h in (*head, *names)))
+    for r in judged:
+        cells = ["unsteered" if r["point"] == 0 else r["point"], r["form"], r["objective"]]
+        cells += [r["layer"], r["m"], r["pref_odds"], r["util_odds"], *(r[n] for n in names)]
+        print(" ".join(f"{cell(c):>12}" for c in cells))
+    accuracy = summary.get("probe_accuracy")
+    if accuracy is not None:
+        print(f"concept probe: held-out accuracy {accuracy:.2f}")
+        if accuracy < 0.8:
+            print(
+                "steerfront: warning: the concept probe is below 0.8 accuracy on held-out "
+                "training pairs: read its concept scores with care",
+                file=sys.stderr,
+            )
+    if summary.get("unparsed"):
+        print(
+            f"{summary['unparsed']} judge answers held no rating (kept in generations.parquet, "
+            f"columns *_answer; not scored), e.g.: {summary['unparsed_example'][:200]!r}"
+        )
+    agreement = summary["agreement"]
+    print(
+        f"agreement over {len(judged)} judged points (Spearman's rho): pref_odds vs concept "
+        f"{cell(agreement['pref_concept'])}, util_odds vs fluency {cell(agreement['util_fluency'])}"
+    )
+    shown = summary["examples"]
+    if shown["picked"] is not None:
+        p = shown["picked"]
+        print(f"\npicked (best --rule judged): point {p['point']}, {p['form']} {p['objective']} "
+              f"layer {p['layer']} m {p['m']:.3g}")  # fmt: skip
+        for pair in shown["rows"]:
+            print(f"\nprompt: {pair['prompt']}")
+            side_by_side(pair["unsteered"], pair["picked"], names)
+    print(f"judge results: {summary['judge_folder']}/")
+
+
+_JUDGED_FIELDS = (
+    "point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma", "pref_odds",
+    "util_odds", "n", "probe_accuracy", "unparsed",
+)  # fmt: skip
+
+
+def side_by_side(left: dict, right: dict, names: list[str], width: int = 48) -> None:
+    """Two generations in two columns, their scores below them."""
+    import textwrap
+
+    columns = []
+    for title, side in (("unsteered", left), ("picked", right)):
+        scores = ", ".join(f"{n} {cell(side.get(n))}" for n in names if n in side)
+        lines = [title, *textwrap.wrap(" ".join(side["text"].split()) or "(empty)", width)]
+        columns.append([*lines, "", *textwrap.wrap(scores, width)])
+    for a, b in itertools.zip_longest(*columns, fillvalue=""):
+        print(f"  {a:<{width}}  | {b}")

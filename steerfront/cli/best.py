@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from steerfront.cli.args import add_dtype, add_finished_search, describe, search_state, search_store
-from steerfront.defaults import SEARCH
+from steerfront.defaults import JUDGE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search.best import RULES
 
@@ -24,14 +24,22 @@ def add(commands: argparse._SubParsersAction) -> None:
         "--rule",
         choices=RULES,
         default="max-pref",
-        help="max-pref: highest pref_odds within --max-util-drop; knee: the front's knee "
-        "(default: max-pref)",
+        help="max-pref: highest pref_odds within --max-util-drop; knee: the front's knee; "
+        "judged: the judged point with the highest concept score within --max-fluency-drop "
+        "(after steerfront judge) (default: max-pref)",
     )
     best.add_argument(
         "--max-util-drop",
         type=float,
         default=SEARCH["max_util_drop"],
         help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
+    )
+    best.add_argument(
+        "--max-fluency-drop",
+        type=float,
+        default=JUDGE["max_fluency_drop"],
+        help="judged: most share of the unsteered model's judged fluency to give up "
+        f"(default: {JUDGE['max_fluency_drop']})",
     )
     best.add_argument(
         "--out", default=None, help="export folder (default: SEARCH/best-RULE, e.g. best-knee)"
@@ -56,15 +64,22 @@ def run(args: argparse.Namespace) -> int:
         export,
         intervals,
         pick,
+        pick_judged,
         provenance,
         read_front,
+        read_judged,
         verdict,
     )
     from steerfront.search.trial import cached
 
     store = search_store(args.search, args.storage)
     setup = search_state(store)["setup"]
-    record = pick(read_front(store.local, extended=not args.plain), args.rule, args.max_util_drop)
+    if args.rule == "judged":
+        store.pull("judge/judged.parquet")
+        record = pick_judged(read_judged(store.local), args.max_fluency_drop)
+    else:
+        front = read_front(store.local, extended=not args.plain)
+        record = pick(front, args.rule, args.max_util_drop)
     beats = beats_baseline(record, setup["baseline"])
     name = f"best-{args.rule}"
     out = Path(args.out) if args.out else store.local / name

@@ -11,12 +11,15 @@ from steerfront.cli.args import (
     add_concept,
     add_dtype,
     add_end_of_turn,
+    add_judge,
     add_model,
     add_per_token,
     add_tracking_uri,
     describe,
     ints,
+    judge_settings,
     print_front,
+    print_judged,
     words,
 )
 from steerfront.defaults import SEARCH, SEARCH_SPACE
@@ -154,6 +157,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         "fixed before the first trial and recorded with the search "
         f"(default: {SEARCH['util_floor']})",
     )
+    add_judge(search, on_search=True)
     search.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     search.set_defaults(run=run, parser=search)
@@ -201,6 +205,8 @@ def run(args: argparse.Namespace) -> None:
             quiet=args.quiet,
             extra={"max_util_drop": args.max_util_drop},
         )
+        judge = judge_settings(args, args.seed)  # bad files or endpoint: before anything runs
+        settings.judge = judge and judge.stored()
     summary = run_search(space, settings, resume=bool(args.resume))
     if args.json:
         print(json.dumps(summary, default=str))
@@ -219,6 +225,9 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"MLflow: {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run_id']})"
     )
+    if "judged" in summary:
+        print()
+        print_judged(summary)
 
 
 def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
@@ -232,4 +241,10 @@ def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
     settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
     settings.tracking_uri = args.tracking_uri or settings.tracking_uri
+    if args.judge:  # a judge pass asked for now replaces the one recorded
+        settings.judge = judge_settings(args, settings.seed).stored()
+    elif settings.judge:  # the recorded one: its files and endpoint checked again
+        from steerfront.search.judged import JudgeSettings
+
+        JudgeSettings(**settings.judge).check()
     return settings, SearchSpace(**state["space"])

@@ -1,12 +1,15 @@
-"""Answers with and without steering, side by side.
+"""Answers with and without steering.
 
-One prompt's answers come from one batch whose rows differ only in `m` (the intervention takes
-a per-row multiplier): row 0 at m = 0 is the unsteered model, the rest are the steered ones.
+Many answers come from one batch: each row is one prompt at one strength `m` (the
+intervention takes a per-row multiplier, and `m = 0` is exactly the unsteered model), prompts
+left-padded, decoded with the KV cache. Greedy by default, so the difference between rows is
+the steering; sampling is seeded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 
@@ -14,8 +17,9 @@ from steerfront.data import render_prompt
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention
 
+ROWS_PER_BATCH = 64  # rows decoded at once: enough to keep the cores busy, little padding
 
-@torch.no_grad()
+
 def generate(
     lm: LM,
     prompt: str,
@@ -25,32 +29,61 @@ def generate(
     temperature: float = 0.0,
     seed: int = 0,
 ) -> tuple[str, list[str]]:
-    """The unsteered answer and one steered answer per value in `ms`, to one user message.
-
-    Greedy at `temperature` 0 (so the difference is the steering); otherwise sampled, seeded
-    per prompt, so a prompt's answers do not depend on the prompts before it.
-    """
-    inputs = lm.tokenizer(
-        render_prompt(lm.tokenizer, prompt),
-        return_tensors="pt",
-        add_special_tokens=lm.chat_template is None,
-    ).to(lm.device)
-    rows = len(ms) + 1
-    m = torch.tensor([0.0, *ms], dtype=torch.float32, device=lm.device)
-    pad = lm.tokenizer.pad_token_id  # 0 is a real id: only a missing pad falls back to eos
-    sampling = {"temperature": temperature} if temperature > 0 else {}
-    torch.manual_seed(seed)
-    with intervention.attached(lm, m=m):
-        out = lm.model.generate(
-            input_ids=inputs["input_ids"].expand(rows, -1),
-            attention_mask=inputs["attention_mask"].expand(rows, -1),
-            max_new_tokens=max_new_tokens,
-            do_sample=temperature > 0,
-            pad_token_id=lm.tokenizer.eos_token_id if pad is None else pad,
-            **sampling,
-        )
-    texts = [_decode(lm, row) for row in out[:, inputs["input_ids"].shape[1] :].tolist()]
+    """The unsteered answer and one steered answer per value in `ms`, to one user message, from
+    one batch (seeded per prompt, so a prompt's answers do not depend on the prompts before it)."""
+    rows = [0.0, *ms]
+    texts = generate_rows(
+        lm, [prompt] * len(rows), intervention, rows, max_new_tokens, temperature, seed
+    )
     return texts[0], texts[1:]
+
+
+@torch.no_grad()
+def generate_rows(
+    lm: LM,
+    prompts: Sequence[str],
+    intervention: Intervention | None,
+    m: Sequence[float],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> list[str]:
+    """One answer per row: to `prompts[i]`, steered at `m[i]` (unsteered without an
+    intervention). Rows are batched by prompt length, `ROWS_PER_BATCH` at a time."""
+    if len(prompts) != len(m):
+        raise ValueError(f"{len(prompts)} prompts but {len(m)} values of m")
+    templated = lm.chat_template is not None
+    encoded = [
+        lm.tokenizer(render_prompt(lm.tokenizer, p), add_special_tokens=not templated)["input_ids"]
+        for p in prompts
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    pad = lm.tokenizer.pad_token_id  # 0 is a real id: only a missing pad falls back to eos
+    pad = lm.tokenizer.eos_token_id if pad is None else pad
+    out: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), ROWS_PER_BATCH):
+        rows = order[start : start + ROWS_PER_BATCH]
+        width = max(len(encoded[i]) for i in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[r, width - len(encoded[i]) :] = 1
+        scale = torch.tensor([float(m[i]) for i in rows], device=lm.device)
+        steering = intervention.attached(lm, m=scale) if intervention else nullcontext()
+        torch.manual_seed(seed + start)
+        with steering:
+            tokens = lm.model.generate(
+                input_ids=ids.to(lm.device),
+                attention_mask=mask.to(lm.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                pad_token_id=pad,
+                **({"temperature": temperature, "top_k": 0} if temperature > 0 else {}),
+            )
+        for r, i in enumerate(rows):
+            out[i] = _decode(lm, tokens[r, width:].tolist())
+    return out
 
 
 def _decode(lm: LM, tokens: list[int]) -> str:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from steerfront.defaults import JUDGE
 from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir
 from steerfront.lm import LM
@@ -23,7 +24,7 @@ from steerfront.search.pareto import front_order, hypervolume, knee, pareto_mask
 from steerfront.search.records import typed
 from steerfront.search.tracking import POINT_METRICS
 
-RULES = ("max-pref", "knee")
+RULES = ("max-pref", "knee", "judged")
 TEST_METRICS = tuple(f"test_{name}" for name in POINT_METRICS)
 
 
@@ -98,6 +99,37 @@ def pick(rows: list[dict], rule: str = "max-pref", max_util_drop: float = 1.0) -
             f"{least:.3f}); raise --max-util-drop or use --rule knee"
         )
     return max(allowed, key=lambda r: r["pref_odds"])
+
+
+def pick_judged(judged: list[dict], max_fluency_drop: float = JUDGE["max_fluency_drop"]) -> dict:
+    """`judged`: the judged point with the highest concept score among those whose fluency is
+    at least `1 - max_fluency_drop` times the unsteered model's (point 0)."""
+    unsteered = next((r for r in judged if r["point"] == 0), None)
+    if unsteered is None or unsteered.get("fluency") is None:
+        name = judged[0]["judge"] if judged else "the judge"
+        raise SteerfrontError(f"judge {name} gives no fluency score; --rule judged needs one")
+    floor = (1 - max_fluency_drop) * unsteered["fluency"]
+    allowed = [
+        r
+        for r in judged
+        if r["point"] and r.get("concept") is not None and (r.get("fluency") or 0) >= floor
+    ]
+    if not allowed:
+        raise SteerfrontError(
+            f"no judged point keeps fluency >= {floor:.3g} ({1 - max_fluency_drop:.0%} of the "
+            f"unsteered model's {unsteered['fluency']:.3g}); raise --max-fluency-drop"
+        )
+    return max(allowed, key=lambda r: r["concept"])
+
+
+def read_judged(folder: Path) -> list[dict]:
+    """The judged points a judge pass wrote to `judge/judged.parquet`."""
+    path = folder / "judge" / "judged.parquet"
+    if not path.is_file():
+        raise SteerfrontError(
+            f"{folder}: no judge/judged.parquet (judge the search first: steerfront judge NAME)"
+        )
+    return [typed(r) for r in pq.read_table(path).to_pylist()]
 
 
 def beats_baseline(record: dict, baseline: dict) -> bool | None:

@@ -63,6 +63,7 @@ class SearchSettings:
     dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
+    judge: dict | None = None  # a judge pass when the search ends (JudgeSettings' fields)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -127,7 +128,12 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             setup, layers = prepare(space, setup, settings.resources)
             if store.uri:
                 shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
-        return _run(space, settings, setup, layers, state)
+        summary = _run(space, settings, setup, layers, state)
+        if settings.judge and summary["trials"] >= settings.trials:
+            from steerfront.search.judged import JudgeSettings, judge_search
+
+            summary.update(judge_search(settings, JudgeSettings(**settings.judge)))
+        return summary
 
 
 def _run(
