@@ -7,8 +7,14 @@ import argparse
 import json
 import os
 
-from steerfront.cli.args import add_judge, judge_settings, print_judged, search_state, search_store
-from steerfront.defaults import SEARCH
+from steerfront.cli.args import (
+    add_judge,
+    add_storage,
+    judge_settings,
+    print_judged,
+    search_state,
+    search_store,
+)
 
 
 def add(commands: argparse._SubParsersAction) -> None:
@@ -22,11 +28,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         "stopped: nothing already generated or judged is done twice.",
     )
     judge.add_argument("search", help="search name (or its folder)")
-    judge.add_argument(
-        "--storage",
-        default=SEARCH["storage"],
-        help=f"folder or object-store URI of searches (default: {SEARCH['storage']})",
-    )
+    add_storage(judge)
     add_judge(judge, on_search=False)
     judge.add_argument(
         "--seed", type=int, default=None, help="sampling seed (default: the search's seed)"
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     from steerfront.search.run import SearchSettings, ray_session
     from steerfront.search.tracking import tracking_uri
 
-    store = search_store(args)
+    store = search_store(args.search, args.storage)
     state = search_state(store)
     address = os.environ.get("RAY_ADDRESS")  # the search's cluster may be gone
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet, "address": address})
