@@ -240,12 +240,13 @@ def completion_logprobs(
     at = torch.cat([batch.pos_at, batch.neg_at], dim=1)[rows, cols]
     tok = torch.cat([batch.pos_tok, batch.neg_tok], dim=1)[rows, cols]
     if hidden is None:  # the plain way: every layer, logits at every position
-        logits = lm.model(
-            input_ids=batch.input_ids,
-            attention_mask=mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-        ).logits[rows, at]
+        with lm.windows(mask, batch.position_ids):
+            logits = lm.model(
+                input_ids=batch.input_ids,
+                attention_mask=mask,
+                position_ids=batch.position_ids,
+                use_cache=False,
+            ).logits[rows, at]
         picked = _logprob_of(logits, tok)
     else:
         n = shared.length if shared is not None else 0

@@ -101,7 +101,6 @@ class LM:
         4D additive mask, as for `suffix`.
         """
         entry = self._entry(layer)
-        self._check_window(input_ids.shape[1])
         self._check_rope(position_ids)
         captured: list[torch.Tensor] = []
 
@@ -111,7 +110,7 @@ class LM:
 
         handle = entry.register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            with fast_linear():
+            with fast_linear(), self.windows(attention_mask, position_ids):
                 self.model.model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -144,10 +143,9 @@ class LM:
         mask's key axis then covers them first).
         """
         self._entry(layer)
-        self._check_window(attention_mask.shape[-1])
         self._check_rope(position_ids)
         position_embeddings = self.model.model.rotary_emb(hidden, position_ids)
-        with fast_linear():
+        with fast_linear(), self.windows(attention_mask, position_ids):
             for block in self.layers[layer:stop]:
                 last = stop is None and block is self.layers[-1] and keep is not None
                 with _only_at(block.mlp, keep) if last else nullcontext():
@@ -167,13 +165,40 @@ class LM:
             return self.model.model.norm
         return self.layers[self.check_layer(layer)]
 
-    def _check_window(self, tokens: int) -> None:
-        """Our 4D masks carry no sliding window: refuse sequences that would need one."""
-        window = getattr(self.config, "sliding_window", None)
-        if window and tokens > window:
-            raise SteerfrontError(
-                f"sequences of {tokens} tokens exceed {self.spec}'s sliding window ({window})"
-            )
+    @contextmanager
+    def windows(self, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> Iterator[None]:
+        """Give each sliding-window block (Gemma-2's every other one; Qwen2's upper ones when
+        turned on) `attention_mask` with the keys its window leaves out blocked, as the model's
+        own masks do for its layer type (a 4D mask reaches every block unchanged otherwise).
+
+        The window counts positions, not columns: a packed row's positions are those of the
+        stock forward's own sequence. Keys the mask has beyond the queries (a cache's, read
+        first) are the positions before the first query's: 0, 1, ... (the shared prompt).
+        """
+        windows = {
+            block: window
+            for block in self.layers
+            if (window := getattr(block.self_attn, "sliding_window", None))
+        }
+        if not windows or min(windows.values()) > int(position_ids.max()):  # nothing to cut
+            yield
+            return
+        queries, keys = position_ids.shape[1], attention_mask.shape[-1]
+        before = torch.arange(keys - queries, device=position_ids.device)
+        key_positions = torch.cat([before.expand(len(position_ids), -1), position_ids], 1)
+        distance = position_ids[:, None, :, None] - key_positions[:, None, None, :]
+        blocked = torch.finfo(attention_mask.dtype).min
+        masks = {w: attention_mask.masked_fill(distance >= w, blocked) for w in {*windows.values()}}
+
+        def swap(block: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return args, {**kwargs, "attention_mask": masks[windows[block]]}
+
+        handles = [b.register_forward_pre_hook(swap, with_kwargs=True) for b in windows]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _check_rope(self, position_ids: torch.Tensor) -> None:
         """Dynamic-NTK and LongRoPE frequencies change with the longest sequence in a batch,

@@ -248,3 +248,71 @@ def test_a_dtype_by_name(tiny_model_dir):
     assert load_model(str(tiny_model_dir), dtype="bfloat16").dtype == torch.bfloat16
     with pytest.raises(SteerfrontError, match=r"^dtype 'float16': choose from auto, float32, "):
         load_model(str(tiny_model_dir), dtype="float16")
+
+
+def test_gemma2_past_its_sliding_window_scores_as_its_own_forward(tmp_path):
+    """A cut-down Gemma-2 (a window of 8 positions on every other layer, soft-capping that
+    bites, post-norms) on pairs of 25 to 60 tokens, through the packed, frozen-prefix path with
+    the shared prompt, unsteered and steered: the stock forward's scores, while leaving out any
+    one of the window or the two soft-caps changes them by nats."""
+    from conftest import tiny_config, tiny_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from steerfront.data import PairSet, PolarityPair, encode_pairs
+    from steerfront.methods import init_intervention
+    from steerfront.scoring.evaluate import evaluate
+    from steerfront.scoring.reference import reference_nll
+
+    tokenizer = tiny_tokenizer()
+    config = tiny_config("gemma2", len(tokenizer))
+    # Weights ten times the usual scale: attention scores and logits large enough for the caps.
+    config.update(
+        {
+            "sliding_window": 8,
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 2.0,
+            "initializer_range": 0.3,
+        }
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path), device="cpu", dtype=torch.float32)
+    assert [b.self_attn.sliding_window for b in lm.layers] == [8, None, 8, None]
+    pairs = PairSet(
+        "long",
+        (
+            PolarityPair("Tell me about your weekend.", "It was calm and slow.", "Awful."),
+            PolarityPair("Is the sky blue?", "Yes", "No"),
+            PolarityPair("Describe the sea.", "Wide, grey and loud today.", "Flat, blue."),
+        ),
+    )
+    encoded = encode_pairs(lm.tokenizer, pairs)
+    vector = init_intervention("vector", lm, 1)
+    vector.params["v"].normal_(generator=torch.Generator().manual_seed(1))
+    lora = init_intervention("lora", lm, 2, rank=2)
+    lora.params["B"].normal_(generator=torch.Generator().manual_seed(2))
+
+    def stock(intervention=None, m=0.0):
+        with intervention.attached(lm, m=m) if intervention else nullcontext():
+            return np.array([[reference_nll(lm, e, p) for p in (True, False)] for e in encoded])
+
+    for intervention, m in ((None, 0.0), (vector, 2.0), (lora, -1.5)):
+        scores = evaluate(lm, encoded, intervention, m)
+        got = np.stack([scores.l_p, scores.l_n], 1)
+        np.testing.assert_allclose(got, stock(intervention, m), atol=1e-4, rtol=0)
+    unsteered = stock()
+    attention = [b.self_attn for b in lm.layers]
+    for modules, name, off in (
+        ([lm.config], "sliding_window", 10_000),
+        (attention, "attn_logit_softcapping", None),
+        ([lm.config], "final_logit_softcapping", None),
+    ):
+        kept = [getattr(module, name) for module in modules]
+        for module in modules:
+            setattr(module, name, off)
+        try:
+            assert np.abs(stock() - unsteered).max() > 1.0, name
+        finally:
+            for module, value in zip(modules, kept, strict=True):
+                setattr(module, name, value)

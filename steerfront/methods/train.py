@@ -66,12 +66,14 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
         for batch in pack(encoded, full_completions=True):
             batch = batch.to(lm.device)
             outputs.clear()
-            lm.model.model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.mask(lm.dtype),
-                position_ids=batch.position_ids,
-                use_cache=False,
-            )
+            mask = batch.mask(lm.dtype)
+            with lm.windows(mask, batch.position_ids):
+                lm.model.model(
+                    input_ids=batch.input_ids,
+                    attention_mask=mask,
+                    position_ids=batch.position_ids,
+                    use_cache=False,
+                )
             acts = torch.stack(outputs).float()  # (layers, B, T, d)
             total += (_span_mean(acts, batch.pos_span) - _span_mean(acts, batch.neg_span)).sum(1)
     finally:
