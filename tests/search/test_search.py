@@ -139,6 +139,7 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert "hypervolume" in parent.data.metrics
     assert parent.data.params["end_of_turn"] == "True"
     assert parent.data.params["dtype"] == "float32"
+    assert parent.data.params["per_token"] == "False"
 
 
 def test_front_and_best_commands(finished, capsys):
