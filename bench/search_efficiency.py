@@ -99,7 +99,7 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dic
             spec = train_spec(config, setup.seed)
             intervention, _ = obtain(lm, splits, spec, settings.store, "bench", prefixes)
             keys.add(train_key(spec, lm.spec, splits.train.fingerprint))
-            scores = score(lm, encoded, intervention, grid, prefixes, setup.baseline, "val")
+            scores = score(lm, encoded, intervention, grid, prefixes, setup, "val")
             rows += [{"form": form, "layer": layer, "m": m, **scores[m]} for m in grid]
             print(f"  grid: {form} layer {layer} done ({len(rows)} points)", flush=True)
     return {

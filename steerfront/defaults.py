@@ -10,6 +10,9 @@ FORMS = ("vector", "lora", "local_weight")
 # Model dtypes by name; "auto" is bf16 on a GPU, fp32 on a CPU.
 DTYPES = ("auto", "float32", "bfloat16")
 OBJECTIVES = ("diffmean", "sft", "reps", "split")
+# Where an exported intervention is served (`steerfront export --to`): a llama.cpp control
+# vector, a PEFT LoRA adapter, or a Hugging Face folder with the change merged in.
+EXPORT_FORMATS = ("gguf", "peft", "merged")
 
 # SPLIT (PAPER.md §6): L = lambda_p·L_p + lambda_n·L_n + gamma·ReLU(theta - (L_n - L_p)).
 SPLIT = {"lambda_p": 1.0, "lambda_n": 0.5, "gamma": 5.0, "theta": 0.4}
@@ -59,6 +62,32 @@ SEARCH = {
     "val_fraction": 0.2,
     "test_fraction": 0.2,
     "max_util_drop": 1.0,
+    # Hypervolume counts utility down to this far below the unsteered model's (fixed before the
+    # first trial, so a later trial never moves the reference and the numbers only grow).
+    "util_floor": 5.0,
     "dense_m": 9,
     "storage": "runs",
+}
+
+# Judged generations (`steerfront judge`, `search --judge`): which points, how to generate, and
+# the llm judge's endpoint. `max_fluency_drop` (best --rule judged) is a share of the unsteered
+# model's fluency.
+JUDGE = {
+    "points": 8,
+    "samples": 1,
+    "max_new_tokens": 128,
+    "temperature": 0.0,
+    "url": "https://api.openai.com/v1",
+    "model": "gpt-4.1-mini",
+    "key_env": "OPENAI_API_KEY",
+    "rubric": "axbench",
+    "concurrency": 8,
+    "max_fluency_drop": 0.2,
+}
+# The built-in concepts in words, for the llm judge's questions (`--concept-text` overrides).
+CONCEPT_TEXT = {
+    "agreeableness": "agreeableness: being warm, cooperative and considerate of others",
+    "formality": "a formal register: polite, formal wording rather than casual speech",
+    "risk_seeking": "a liking for risk: preferring bold, risky choices to safe ones",
+    "sentiment": "positive sentiment: praise, enthusiasm and satisfaction",
 }

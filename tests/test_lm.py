@@ -1,5 +1,10 @@
+import hashlib
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -47,6 +52,61 @@ def test_hub_id_unavailable_offline_is_one_line(monkeypatch):
     message = str(info.value)
     assert "'no-such-org/no-such-model'" in message and "offline" in message
     assert "\n" not in message
+
+
+def test_hub_id_with_the_hub_unreachable_is_one_line_without_retries(tmp_path):
+    """The hub is asked once, briefly (here a port nothing listens on answers at once); then
+    only the local cache is tried."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "steerfront.cli", "evaluate", "--model", "no-such-org/no-model"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # generous: the point is no retries, and no retry lines
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "'no-such-org/no-model'" in result.stderr
+    assert "hub http://127.0.0.1:9 unreachable" in result.stderr
+    assert "not in the local cache" in result.stderr
+
+
+def test_the_converted_model_is_keyed_by_the_ggufs_content(monkeypatch, tmp_path):
+    """A reinstall (the same file, elsewhere or touched) reuses the conversion; a changed file
+    gets its own; a file seen before is not hashed again."""
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path / "cache"))
+    converted, hashed = [], []
+
+    def convert(gguf, out):
+        converted.append(gguf)
+        (out / "config.json").write_text("{}")
+
+    real_sha256 = lm_module.sha256
+    monkeypatch.setattr(lm_module, "sha256", lambda path: hashed.append(path) or real_sha256(path))
+    monkeypatch.setattr(lm_module, "_convert_gguf", convert)
+    gguf = {}
+    monkeypatch.setattr(lm_module, "_builtin_gguf", lambda: gguf["path"])
+    gguf["path"] = first = tmp_path / "site-a" / "model.gguf"
+    first.parent.mkdir()
+    first.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    folder = lm_module._builtin_folder()
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert folder.name == f"smollm2-135m-instruct-{digest[:16]}" and converted == [first]
+    assert lm_module._builtin_folder() == folder and hashed == [first]
+    gguf["path"] = reinstalled = tmp_path / "site-b" / "model.gguf"
+    reinstalled.parent.mkdir()
+    shutil.copy(first, reinstalled)
+    os.utime(reinstalled, ns=(1, 1))
+    assert lm_module._builtin_folder() == folder and converted == [first]
+    source = json.loads((folder / "source.json").read_text())
+    assert source["sha256"] == digest
+    assert [f["path"] for f in source["files"]] == [str(first), str(reinstalled)]
+    reinstalled.write_bytes(b"GGUF" + bytes(64))
+    other = lm_module._builtin_folder()
+    assert other != folder and converted == [first, reinstalled]
+    assert {p.name for p in (tmp_path / "cache" / "models").iterdir()} == {folder.name, other.name}
 
 
 def test_interrupted_conversion_leaves_nothing_trusted(monkeypatch, tmp_path):

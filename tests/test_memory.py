@@ -208,3 +208,38 @@ def test_what_a_gpu_holds_depends_on_the_model_cache_and_forms():
         SteerfrontError, match=r"a whole GPU is too small \(a trial runs on one GPU\)$"
     ):
         check_share(config_of("gemma2-9b"), torch.float32, GPU_24, 1.0)
+
+
+def test_generation_rows_scale_with_free_memory(monkeypatch):
+    config, gpu, cpu = config_of("qwen2.5-7b"), torch.device("cuda"), torch.device("cpu")
+    rows = {}
+    for free in (8, 16):
+        monkeypatch.setattr(memory, "free_memory", lambda _device, free=free: int(free * GB))
+        rows[free] = memory.generation_rows(config, torch.bfloat16, gpu, 600)
+    assert rows[16] in (2 * rows[8], 2 * rows[8] + 1) and rows[8] > 1
+    # the KV cache grows with the length: a longer answer takes fewer rows
+    assert memory.generation_rows(config, torch.bfloat16, gpu, 6000) < rows[16] / 5
+    assert memory.generation_rows(config, torch.float32, cpu, 600) == 21  # 16 GB of RAM
+    monkeypatch.setattr(memory, "free_memory", lambda _device: int(1000 * GB))
+    assert memory.generation_rows(config, torch.float32, cpu, 600) == memory.CPU_ROWS
+    monkeypatch.setattr(memory, "free_memory", lambda _device: 0)
+    assert memory.generation_rows(config, torch.bfloat16, gpu, 600) == 1  # one row, at least
+
+
+def test_a_search_refuses_a_gpu_share_before_the_model_loads(tmp_path, monkeypatch):
+    """The worker that scores the unsteered model checks the share from the configuration
+    alone: a folder with nothing but Gemma-2-9B's config.json is enough to refuse."""
+    from steerfront.search import worker
+    from steerfront.search.space import load_space
+    from steerfront.search.trial import SearchSetup
+
+    (tmp_path / "config.json").write_text((CONFIGS / "gemma2-9b.json").read_text())
+    monkeypatch.setattr(worker, "resolve", lambda *_: (torch.device("cuda"), torch.bfloat16))
+    for module in (worker, memory):
+        monkeypatch.setattr(module, "device_memory", lambda _device: GPU_24)
+    setup = SearchSetup(
+        str(tmp_path), "sentiment", None, 0.2, 0.2, 0, str(tmp_path), "s", {}, gpus_per_trial=0.5
+    )
+    space = load_space(None, {"layers": [20], "forms": ["lora"]})
+    with pytest.raises(SteerfrontError, match=r"^--gpus-per-trial 0\.5 gives a trial 12\.9 GB"):
+        worker.unsteered(setup, space)

@@ -22,6 +22,8 @@ TINY = {
     "evaluate": ["--pairs", "2"],
     "sweep": ["--batch-size", "4", "--steps", "6", "-q"],
     "search": ["--trials", "3", "--steps", "6", "-q"],
+    "best": ["--force"],  # a tiny random model's pick need not beat its unsteered self
+    "judge": ["--max-new-tokens", "4", "--judge-points", "2", "-q"],
 }
 
 

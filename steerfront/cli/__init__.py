@@ -9,10 +9,13 @@ from collections.abc import Sequence
 
 from steerfront.cli import (
     best,
+    cache,
     datasets,
     evaluate,
+    export,
     front,
     generate,
+    judge,
     search,
     sweep,
     ui,
@@ -20,7 +23,7 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, front, best, ui, generate)
+COMMANDS = (datasets, evaluate, sweep, search, judge, front, best, export, ui, generate, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,11 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a bad flag (already reported in one line)
         return int(exc.code or 0)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except SteerfrontError as exc:
         print(f"steerfront: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("steerfront: interrupted", file=sys.stderr)
         return 130
-    return 0

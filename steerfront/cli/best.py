@@ -1,4 +1,5 @@
-"""`steerfront best`: one configuration picked from a search's front, exported."""
+"""`steerfront best`: one configuration picked from a search's front, checked against the
+unsteered model, exported."""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ import argparse
 import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_finished_search, describe, search_store
-from steerfront.defaults import SEARCH
+from steerfront.cli.args import add_dtype, add_finished_search, describe, search_state, search_store
+from steerfront.defaults import JUDGE, SEARCH
+from steerfront.errors import SteerfrontError
+from steerfront.search.best import RULES
 
 
 def add(commands: argparse._SubParsersAction) -> None:
     best = commands.add_parser(
-        "best", help="pick one configuration from a search's front and export it"
+        "best",
+        help="pick one configuration from a search's front, check it against the unsteered "
+        "model on test pairs, and export it",
     )
     add_finished_search(best)
     best.add_argument(
         "--rule",
-        choices=("max-pref", "knee"),
+        choices=RULES,
         default="max-pref",
-        help="max-pref: highest pref_odds within --max-util-drop; knee: the front's knee "
-        "(default: max-pref)",
+        help="max-pref: highest pref_odds within --max-util-drop; knee: the front's knee; "
+        "judged: the judged point with the highest concept score within --max-fluency-drop "
+        "(after steerfront judge) (default: max-pref)",
     )
     best.add_argument(
         "--max-util-drop",
@@ -28,30 +34,85 @@ def add(commands: argparse._SubParsersAction) -> None:
         default=SEARCH["max_util_drop"],
         help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
     )
-    best.add_argument("--out", default=None, help="export folder (default: SEARCH/best)")
+    best.add_argument(
+        "--max-fluency-drop",
+        type=float,
+        default=JUDGE["max_fluency_drop"],
+        help="judged: most share of the unsteered model's judged fluency to give up "
+        f"(default: {JUDGE['max_fluency_drop']})",
+    )
+    best.add_argument(
+        "--out", default=None, help="export folder (default: SEARCH/best-RULE, e.g. best-knee)"
+    )
+    best.add_argument(
+        "--force",
+        action="store_true",
+        help="export even a pick that does not beat the unsteered model, and replace an "
+        "earlier export in the same folder",
+    )
     add_dtype(best)
     best.add_argument("--json", action="store_true", help="print the pick as JSON")
     best.set_defaults(run=run, parser=best)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Exit status 1 when the pick does not beat the unsteered model (nothing exported)."""
     from steerfront.lm import load_model
-    from steerfront.search.best import export, pick, read_front
-    from steerfront.search.run import STATE
+    from steerfront.methods.export import formats_for
+    from steerfront.search.best import (
+        beats_baseline,
+        export,
+        intervals,
+        pick,
+        pick_judged,
+        provenance,
+        read_front,
+        read_judged,
+        verdict,
+    )
     from steerfront.search.trial import cached
 
-    store = search_store(args)
-    folder = store.local
-    record = pick(read_front(folder, extended=not args.plain), args.rule, args.max_util_drop)
-    state = json.loads((folder / STATE).read_text())
-    lm = load_model(state["settings"]["model"], dtype=args.dtype)
-    source = cached(store, record["train_key"], required=True)
-    out = export(record, Path(args.out) if args.out else folder / "best", source, lm)
-    if not args.out:
-        store.push("best")
+    store = search_store(args.search, args.storage)
+    setup = search_state(store)["setup"]
+    if args.rule == "judged":
+        store.pull("judge/judged.parquet")
+        record = pick_judged(read_judged(store.local), args.max_fluency_drop)
+    else:
+        front = read_front(store.local, extended=not args.plain)
+        record = pick(front, args.rule, args.max_util_drop)
+    beats = beats_baseline(record, setup["baseline"])
+    name = f"best-{args.rule}"
+    out = Path(args.out) if args.out else store.local / name
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise SteerfrontError(
+            f"{out} holds an earlier export; pass --force to replace it, or --out DIR"
+        )
+    exported = None
+    if beats is not False or args.force:
+        lm = load_model(setup["model"], dtype=args.dtype)
+        source = cached(store, record["train_key"], required=True)
+        exported = export(record, out, source, lm, provenance(setup, record), replace=True)
+        if not args.out:
+            store.push(name)
     if args.json:
-        print(json.dumps({"best": record, "exported": str(out)}))
-        return
-    kind = "plain" if args.plain else "extended"
-    print(f"best ({args.rule}, {kind} front): {describe(record)}")
-    print(f"exported to {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+        document = {
+            "best": record,
+            "baseline": setup["baseline"],
+            "ci": intervals(record),
+            "beats_baseline": beats,
+            "exported": None if exported is None else str(exported),
+        }
+        print(json.dumps(document))
+    else:
+        kind = "plain" if args.plain else "extended"
+        print(f"best ({args.rule}, {kind} front): {describe(record)}")
+        print(verdict(record, setup["baseline"]))
+        if exported is None:
+            print("nothing exported (pass --force to export it anyway)")
+        else:
+            files = ", ".join(sorted(p.name for p in exported.iterdir()))
+            print(f"exported to {exported}/: {files}")
+            formats = " or --to ".join(formats_for(record["form"]))
+            intervention = exported / "intervention.safetensors"
+            print(f"to serve it: steerfront export {intervention} --to {formats}")
+    return 1 if exported is None else 0

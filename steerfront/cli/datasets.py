@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from steerfront.cli.args import add_dtype, add_format
@@ -20,7 +21,11 @@ def add(commands: argparse._SubParsersAction) -> None:
     show.add_argument("-n", type=int, default=3, help="how many pairs to print (default: 3)")
     add_format(show)
     show.set_defaults(run=show_set, parser=show)
-    validate = datasets_commands.add_parser("validate", help="check a concept file")
+    validate = datasets_commands.add_parser(
+        "validate",
+        help="check a concept file; warn (on stderr) of completions of unequal length and of "
+        "too few pairs for a test split",
+    )
     validate.add_argument("file", help="path to a concept file")
     add_format(validate)
     validate.add_argument(
@@ -58,12 +63,15 @@ def show_set(args: argparse.Namespace) -> None:
 
 def validate_set(args: argparse.Namespace) -> None:
     from steerfront.data import encode_pairs, load_pairs
+    from steerfront.data.checks import warnings
     from steerfront.data.loaders import detect_format
 
     pairs = load_pairs(args.file, args.format)
     fmt = args.format or detect_format(Path(args.file))
     shape = "short answer" if pairs.is_short_answer else "free text"
     print(f"{args.file}: ok, {len(pairs)} pairs, format {fmt}, {shape}")
+    for warning in warnings(pairs):
+        print(f"warning: {args.file}: {warning}", file=sys.stderr)
     if args.model:
         from steerfront.lm import load_model
 

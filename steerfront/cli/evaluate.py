@@ -1,45 +1,93 @@
-"""`steerfront evaluate`: the unsteered model's log-odds on a concept set."""
+"""`steerfront evaluate`: log-odds on a concept set, of the unsteered model or an exported
+intervention at several strengths."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from steerfront.cli.args import add_concept, add_dtype, add_end_of_turn, add_model
+from steerfront.cli.args import (
+    add_concept,
+    add_dtype,
+    add_end_of_turn,
+    add_model,
+    add_per_token,
+    floats,
+    intervention_model,
+)
+from steerfront.defaults import DEFAULT_MODEL
 from steerfront.errors import SteerfrontError
+
+if TYPE_CHECKING:
+    from steerfront.data import PairSet
+
+UNSTEERED_PAIRS = 6  # pairs of the unsteered per-pair table by default
 
 
 def add(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
-        "evaluate", help="score the unsteered model's preference and utility log-odds"
+        "evaluate",
+        help="score preference and utility log-odds of the unsteered model or an intervention",
     )
-    add_model(evaluate)
+    add_model(evaluate, intervention=True)
     add_dtype(evaluate)
     add_concept(evaluate)
     add_end_of_turn(evaluate)
+    add_per_token(evaluate)
     evaluate.add_argument(
-        "--pairs", type=int, default=6, help="how many pairs to score (default: 6)"
+        "--intervention",
+        default=None,
+        help="an exported intervention (.safetensors or .json) to score at every --m beside "
+        "the unsteered model (default: the unsteered model alone, pair by pair)",
+    )
+    evaluate.add_argument(
+        "--m",
+        type=floats,
+        default=None,
+        help="comma-separated strengths for --intervention (default: the one saved with it, "
+        "else 1)",
+    )
+    evaluate.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help=f"how many pairs to score (default: {UNSTEERED_PAIRS}; with --intervention, all)",
     )
     evaluate.add_argument("--json", action="store_true", help="print results as JSON")
     evaluate.set_defaults(run=run, parser=evaluate)
 
 
 def run(args: argparse.Namespace) -> None:
-    from steerfront.data import encode_pairs, load_concept
+    from steerfront.data import load_concept
+
+    if args.pairs is not None and args.pairs < 1:
+        raise SteerfrontError(f"--pairs must be at least 1, not {args.pairs}")
+    if args.m is not None and args.intervention is None:
+        raise SteerfrontError("--m needs --intervention (the unsteered model has no m)")
+    pairs = load_concept(args.concept, args.format)
+    if args.intervention is None:
+        unsteered(args, pairs)
+    else:
+        steered(args, pairs)
+
+
+def unsteered(args: argparse.Namespace, pairs: PairSet) -> None:
+    """The unsteered model pair by pair, then the means."""
+    from steerfront.data import encode_pairs
     from steerfront.lm import dtype_name, load_model
     from steerfront.scoring.evaluate import evaluate
 
-    if args.pairs < 1:
-        raise SteerfrontError(f"--pairs must be at least 1, not {args.pairs}")
-    pairs = load_concept(args.concept, args.format)
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_model(args.model or DEFAULT_MODEL, dtype=args.dtype)
     encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)
-    scores = evaluate(lm, encoded[: args.pairs], None, 0.0)
+    scores = evaluate(
+        lm, encoded[: args.pairs or UNSTEERED_PAIRS], None, 0.0, per_token=args.per_token
+    )
     summary = scores.summary().to_pylist()[0]
     if args.json:
         rows = scores.table().drop_columns(["m"]).to_pylist()
         what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": pairs.name}
-        print(json.dumps({**what, "pairs": rows, **summary}))
+        print(json.dumps({**what, **scale(args), "pairs": rows, **summary}))
         return
     print(f"{'pair':>4} {'L_p':>8} {'L_n':>8} {'pref_odds':>10} {'util_odds':>10}  prompt")
     for i in range(len(scores.m)):
@@ -51,5 +99,51 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"mean pref_odds {summary['pref_odds']:.3f} ± {summary['pref_se']:.3f}, "
         f"util_odds {summary['util_odds']:.3f} ± {summary['util_se']:.3f}, "
-        f"accuracy {summary['accuracy']:.2f} (model {lm.spec}, concept {pairs.name}, unsteered)"
+        f"accuracy {summary['accuracy']:.2f} (model {lm.spec}, concept {pairs.name}, unsteered"
+        f"{', per token' if args.per_token else ''})"
     )
+
+
+def steered(args: argparse.Namespace, pairs: PairSet) -> None:
+    """An exported intervention at every m, m = 0 (the unsteered model) first."""
+    from steerfront.data import encode_pairs
+    from steerfront.lm import dtype_name, load_model
+    from steerfront.methods.io import load_intervention, read_sidecar
+    from steerfront.scoring.evaluate import check_grid, evaluate
+
+    sidecar = read_sidecar(args.intervention)
+    try:
+        saved = sidecar["meta"].get("m", 1.0)
+        ms = check_grid(saved if args.m is None else args.m).tolist()
+    except SteerfrontError as err:
+        raise SteerfrontError(f"--m: {err}") from None
+    lm = load_model(intervention_model(args.intervention, sidecar, args.model), dtype=args.dtype)
+    intervention = load_intervention(args.intervention, lm)
+    encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)[: args.pairs]
+    grid = sorted({0.0, *ms})
+    scores = evaluate(lm, encoded, intervention, grid, per_token=args.per_token)
+    rows = scores.summary().to_pylist()
+    baseline = next(row["util_odds"] for row in rows if row["m"] == 0.0)
+    for row in rows:
+        row["util_drop"] = baseline - row["util_odds"]
+    where = f"{intervention.form} at layer {intervention.layer}"
+    if args.json:
+        what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": pairs.name}
+        what.update(intervention=args.intervention, form=intervention.form)
+        what.update(layer=intervention.layer, pairs=len(encoded), **scale(args), rows=rows)
+        print(json.dumps(what))
+        return
+    heads = ("m", "pref_odds", "± se", "util_odds", "± se", "util_drop", "accuracy")
+    print("  ".join(f"{h:>10}" for h in heads))
+    columns = ("m", "pref_odds", "pref_se", "util_odds", "util_se", "util_drop", "accuracy")
+    for row in rows:
+        print("  ".join(f"{row[c]:>10.3f}" for c in columns))
+    print(
+        f"model {lm.spec}, concept {pairs.name} ({len(encoded)} pairs), {where}; m = 0 is the "
+        f"unsteered model{', per token' if args.per_token else ''}"
+    )
+
+
+def scale(args: argparse.Namespace) -> dict[str, bool]:
+    """How the completions were scored: numbers on different scales must not be compared."""
+    return {"per_token": args.per_token, "end_of_turn": args.end_of_turn}

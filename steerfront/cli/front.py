@@ -1,25 +1,31 @@
-"""`steerfront front`: a search's Pareto front."""
+"""`steerfront front`: a search's Pareto front, below the unsteered model."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from steerfront.cli.args import add_finished_search, print_front, search_store
+from steerfront.cli.args import add_finished_search, print_front, search_state, search_store
 
 
 def add(commands: argparse._SubParsersAction) -> None:
     front = commands.add_parser("front", help="print a search's Pareto front")
     add_finished_search(front)
-    front.add_argument("--json", action="store_true", help="print the front as JSON")
+    front.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"baseline": the unsteered model\'s scores, "front": the points} as JSON',
+    )
     front.set_defaults(run=run, parser=front)
 
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.search.best import read_front
 
-    rows = read_front(search_store(args).local, extended=not args.plain)
+    store = search_store(args.search, args.storage)
+    baseline = search_state(store)["setup"]["baseline"]
+    rows = read_front(store.local, extended=not args.plain)
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"baseline": baseline, "front": rows}))
         return
-    print_front(rows)
+    print_front(rows, baseline)

@@ -11,10 +11,15 @@ from steerfront.cli.args import (
     add_concept,
     add_dtype,
     add_end_of_turn,
+    add_judge,
     add_model,
+    add_per_token,
+    add_tracking_uri,
     describe,
     ints,
+    judge_settings,
     print_front,
+    print_judged,
     words,
 )
 from steerfront.defaults import CACHE_SHARE, SEARCH, SEARCH_SPACE
@@ -38,6 +43,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     add_dtype(search)
     add_concept(search)
     add_end_of_turn(search)
+    add_per_token(search)
     search.add_argument(
         "--space",
         default=None,
@@ -101,11 +107,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         f"and the default MLflow store; a shared path (NFS) on a cluster "
         f"(default: {SEARCH['storage']})",
     )
-    search.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
-    )
+    add_tracking_uri(search)
     search.add_argument(
         "--address",
         default=None,
@@ -154,6 +156,16 @@ def add(commands: argparse._SubParsersAction) -> None:
         default=SEARCH["max_util_drop"],
         help=f"best: most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
     )
+    search.add_argument(
+        "--util-floor",
+        type=float,
+        default=SEARCH["util_floor"],
+        metavar="DROP",
+        help="hypervolume counts utility down to DROP log-odds below the unsteered model's; "
+        "fixed before the first trial and recorded with the search "
+        f"(default: {SEARCH['util_floor']})",
+    )
+    add_judge(search, on_search=True)
     search.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     search.set_defaults(run=run, parser=search)
@@ -162,6 +174,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import time
 
+    from steerfront.search.best import verdict
     from steerfront.search.run import SearchSettings, run_search
     from steerfront.search.space import load_space
 
@@ -192,18 +205,22 @@ def run(args: argparse.Namespace) -> None:
             gpus_per_trial=args.gpus_per_trial,
             dense_m=args.dense_m,
             cache_gb=args.cache_gb,
+            util_floor=args.util_floor,
             end_of_turn=args.end_of_turn,
+            per_token=args.per_token,
             storage=args.storage,
             tracking_uri=args.tracking_uri,
             address=args.address or os.environ.get("RAY_ADDRESS"),
             quiet=args.quiet,
             extra={"max_util_drop": args.max_util_drop},
         )
+        judge = judge_settings(args, args.seed)  # bad files or endpoint: before anything runs
+        settings.judge = judge and judge.stored()
     summary = run_search(space, settings, resume=bool(args.resume))
     if args.json:
         print(json.dumps(summary, default=str))
         return
-    print_front(summary["extended_front"])
+    print_front(summary["extended_front"], summary["baseline"])
     extended = summary["hypervolume_extended"]
     print(
         f"{summary['trials']} trials ({summary['failed']} failed): "
@@ -213,9 +230,13 @@ def run(args: argparse.Namespace) -> None:
     )
     if summary["best"]:
         print(f"best: {describe(summary['best'])} -> {summary['folder']}/best/")
+        print(verdict(summary["best"], summary["baseline"]))
     print(
         f"MLflow: {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run_id']})"
     )
+    if "judged" in summary:
+        print()
+        print_judged(summary)
 
 
 def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
@@ -229,4 +250,10 @@ def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
     settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
     settings.tracking_uri = args.tracking_uri or settings.tracking_uri
+    if args.judge:  # a judge pass asked for now replaces the one recorded
+        settings.judge = judge_settings(args, settings.seed).stored()
+    elif settings.judge:  # the recorded one: its files and endpoint checked again
+        from steerfront.search.judged import JudgeSettings
+
+        JudgeSettings(**settings.judge).check()
     return settings, SearchSpace(**state["space"])

@@ -7,7 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from steerfront.cli.args import add_concept, add_dtype, add_end_of_turn, add_model, floats, per_form
+from steerfront.cli.args import (
+    add_concept,
+    add_dtype,
+    add_end_of_turn,
+    add_model,
+    add_per_token,
+    floats,
+    per_form,
+)
 from steerfront.defaults import (
     FACTORS,
     FORMS,
@@ -29,6 +37,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     add_dtype(sweep)
     add_concept(sweep)
     add_end_of_turn(sweep)
+    add_per_token(sweep)
     sweep.add_argument(
         "--form", choices=FORMS, default="vector", help="intervention form (default: vector)"
     )
@@ -177,7 +186,8 @@ def run(args: argparse.Namespace) -> None:
             f"sweep: {lm.spec}, concept {pairs.name} ({len(splits.train)} train / "
             f"{len(splits.test)} test pairs), {spec.form} {objective.name} at layer "
             f"{spec.layer}, {len(grid)} values of m"
-            + (", completions scored with the end of turn" if args.end_of_turn else ""),
+            + (", completions scored with the end of turn" if args.end_of_turn else "")
+            + (", per token" if args.per_token else ""),
             file=sys.stderr,
         )
     result = run_sweep(
@@ -188,6 +198,7 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         fits=not args.no_fit,
         end_of_turn=args.end_of_turn,
+        per_token=args.per_token,
     )
     write_sweep(
         result,
@@ -201,6 +212,8 @@ def run(args: argparse.Namespace) -> None:
                 {
                     "out": str(out),
                     "dtype": result["summary"]["dtype"][0].as_py(),
+                    "per_token": args.per_token,
+                    "end_of_turn": args.end_of_turn,
                     "summary": result["summary"].to_pylist(),
                     "fits": None
                     if result["fits"] is None
@@ -245,11 +258,23 @@ def print_sweep(result: dict, out: Path) -> None:
                 f"{kind} fit: R² train {report.train.r2:.3f}, test {report.test.r2:.3f}, "
                 f"transfer {report.r2_transfer:.3f}"
             )
-    manifold = result["manifold"]
-    print(
-        f"manifold: k = {manifold['k']} components explain {manifold['explained']:.0%} of "
-        f"unsteered variance; corr(off-manifold, utility loss) = "
-        f"{manifold['corr_off_manifold_util_loss']:.3f}"
-    )
+    print(f"manifold: {manifold_finding(result['manifold'])}")
     files = ", ".join(sorted(path.name for path in out.iterdir()))
     print(f"wrote {out}/: {files}")
+
+
+def manifold_finding(manifold: dict) -> str:
+    """The manifold's dimension and its tie to utility loss, unless too few points make any
+    subspace explain them all."""
+    from steerfront.scoring.manifold import MIN_POINTS
+
+    if not manifold["reliable"]:
+        return (
+            f"unreliable ({manifold['points']} points for k = {manifold['k']} components; "
+            f"a finding needs at least {MIN_POINTS} and twice k)"
+        )
+    return (
+        f"k = {manifold['k']} components explain {manifold['explained']:.0%} of unsteered "
+        f"variance; corr(off-manifold, utility loss) = "
+        f"{manifold['corr_off_manifold_util_loss']:.3f}"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from steerfront.cli.args import add_tracking_uri
 from steerfront.defaults import SEARCH
 
 
@@ -14,11 +15,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         default=SEARCH["storage"],
         help=f"folder of searches (default: {SEARCH['storage']})",
     )
-    ui.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///STORAGE/mlflow.db)",
-    )
+    add_tracking_uri(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.set_defaults(run=run, parser=ui)

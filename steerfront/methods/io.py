@@ -7,19 +7,19 @@ sha256 of the tensor file, so a file changed after export is refused rather than
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from steerfront.defaults import FORMS
 from steerfront.errors import SteerfrontError
-from steerfront.files import staged_dir
+from steerfront.files import open_mode, sha256, staged_dir
 from steerfront.lm import LM
 from steerfront.methods.interventions import Intervention, check_fits
 
@@ -28,18 +28,13 @@ _REQUIRED = ("form", "layer", "rank", "hidden_size", "n_layers", "shapes", "meta
 
 
 def _pair(path: str | Path) -> tuple[Path, Path]:
-    """The tensor file and its sidecar for `path`, given with or without `.safetensors`."""
+    """The tensor file and its sidecar for `path`, given as either file or without extension."""
     path = Path(path).expanduser()
-    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.name
+    stem = next(
+        (path.name[: -len(end)] for end in (_SUFFIX, ".json") if path.name.endswith(end)),
+        path.name,
+    )
     return path.with_name(stem + _SUFFIX), path.with_name(stem + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _temp_beside(path: Path) -> Path:
@@ -75,7 +70,7 @@ def save_intervention(intervention: Intervention, path: str | Path, lm: LM) -> P
     temp_tensors, temp_sidecar = _temp_beside(tensors_path), _temp_beside(sidecar_path)
     try:
         save_file(tensors, temp_tensors)
-        sidecar["sha256"] = _sha256(temp_tensors)
+        sidecar["sha256"] = sha256(temp_tensors)
         try:
             text = json.dumps(sidecar, indent=2)
         except (TypeError, ValueError) as exc:
@@ -83,6 +78,8 @@ def save_intervention(intervention: Intervention, path: str | Path, lm: LM) -> P
                 f"{sidecar_path}: meta is not JSON-serializable ({exc})"
             ) from None
         temp_sidecar.write_text(text + "\n", encoding="utf-8")
+        open_mode(temp_tensors)
+        open_mode(temp_sidecar)
         os.replace(temp_tensors, tensors_path)
         os.replace(temp_sidecar, sidecar_path)
     finally:
@@ -139,7 +136,7 @@ def load_intervention(path: str | Path, lm: LM) -> Intervention:
     sidecar = _read_sidecar(sidecar_path)
     if not tensors_path.is_file():
         raise SteerfrontError(f"{tensors_path}: tensor file is missing")
-    if _sha256(tensors_path) != sidecar["sha256"]:
+    if sha256(tensors_path) != sidecar["sha256"]:
         raise SteerfrontError(
             f"{tensors_path}: sha256 differs from the one in {sidecar_path.name}; "
             "the file was modified (tampered or corrupted) after export"
@@ -172,13 +169,31 @@ def load_intervention(path: str | Path, lm: LM) -> Intervention:
     return intervention
 
 
-def export_peft(intervention: Intervention, folder: str | Path, lm: LM) -> Path:
-    """Write a LoRA intervention as a PEFT adapter folder for `PeftModel.from_pretrained`.
+def export_peft(
+    intervention: Intervention,
+    folder: str | Path,
+    lm: LM,
+    m: float = 1.0,
+    base: str | None = None,
+) -> Path:
+    """Write a LoRA intervention at `m` as a PEFT adapter folder for `PeftModel.from_pretrained`
+    (and vLLM's `--lora-modules`); `base` is the base model it names (default: `lm.spec`).
 
     PEFT adds `(lora_alpha / r)·B·A·x` to the adapted module's output; with `lora_alpha = r`
-    that is exactly our lora form at m = 1 on layer `layer`'s down-projection, and only that
+    and `m·B` as B that is exactly our lora form at `m` on layer `layer`'s down-projection (an
+    engine fixes an adapter's scale, so the strength goes into the weights), and only that
     module is targeted (by its full name, so no other layer matches).
     """
+    folder = Path(folder).expanduser()
+    with staged_dir(folder, replace=True) as staging:
+        write_peft(intervention, staging, lm, m, base)
+    return folder
+
+
+def write_peft(
+    intervention: Intervention, folder: Path, lm: LM, m: float = 1.0, base: str | None = None
+) -> None:
+    """`export_peft`'s files, written into the existing `folder`."""
     from peft import LoraConfig
 
     if intervention.form != "lora":
@@ -197,15 +212,13 @@ def export_peft(intervention: Intervention, folder: str | Path, lm: LM) -> Path:
         bias="none",
         task_type="CAUSAL_LM",
         inference_mode=True,
-        base_model_name_or_path=lm.spec,
+        base_model_name_or_path=base or lm.spec,
     )
     prefix = f"base_model.model.{module_name}"
+    params = {name: t.detach().to("cpu", torch.float32) for name, t in intervention.params.items()}
     tensors = {
-        f"{prefix}.lora_A.weight": intervention.params["A"].detach().to("cpu").contiguous(),
-        f"{prefix}.lora_B.weight": intervention.params["B"].detach().to("cpu").contiguous(),
+        f"{prefix}.lora_A.weight": params["A"].contiguous(),
+        f"{prefix}.lora_B.weight": (m * params["B"]).contiguous(),
     }
-    folder = Path(folder).expanduser()
-    with staged_dir(folder, replace=True) as staging:
-        config.save_pretrained(str(staging))
-        save_file(tensors, staging / "adapter_model.safetensors", metadata={"format": "pt"})
-    return folder
+    config.save_pretrained(str(folder))
+    save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})

@@ -14,6 +14,9 @@ import numpy as np
 if TYPE_CHECKING:  # imported where tables are made: scoring runs without pyarrow (GPU boxes)
     import pyarrow as pa
 
+# Confidence intervals: a percentile bootstrap over pairs, this many resamples, this level.
+BOOTSTRAP = 1000
+LEVEL = 0.95
 # P(u|q) is clamped to at most 1 - CLAMP_EPS (only reachable with per-token-mean NLLs).
 CLAMP_EPS = 1e-6
 _LOG_MAX_P = float(np.log1p(-CLAMP_EPS))
@@ -101,3 +104,16 @@ class LogOdds:
 
 def _stderr(values: np.ndarray) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def bootstrap_interval(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The `LEVEL` percentile-bootstrap interval of each column's mean (rows are pairs).
+
+    All columns are resampled with the same draws of pairs, and a given seed and pair count
+    always draws the same, so intervals of points scored on the same pairs are comparable.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(BOOTSTRAP, len(values)))
+    means = values[draws].mean(axis=1)
+    low, high = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=0)
+    return low, high

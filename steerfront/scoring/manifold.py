@@ -28,6 +28,10 @@ _DTYPE = torch.float64
 # Slack when comparing the cumulative explained variance with the target, so that rounding in the
 # SVD cannot make e.g. variance=1.0 unreachable.
 _VARIANCE_SLACK = 1e-12
+# N points always fit in N - 1 dimensions, so a subspace from few points "explains" them
+# whatever they are. A fit is a finding from this many points on, and from twice as many
+# points as components (the rule the decay fits follow for their parameters).
+MIN_POINTS = 10
 
 
 # eq=False: the fields are tensors, whose elementwise == would make a generated __eq__ raise.
@@ -75,6 +79,11 @@ class Manifold:
             explained=float(cumulative[k - 1]),
             neighbours=max(1, min(neighbours, points.shape[0] - 1)),
         )
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the fit has enough points to be a finding rather than an artefact."""
+        return self.points.shape[0] >= max(MIN_POINTS, 2 * self.k)
 
     def _as_points(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1:] != self.mean.shape:

@@ -27,5 +27,8 @@ def write_sweep(result: dict, out: Path, lm: LM, title: str) -> None:
             (folder / "fits.json").write_text(json.dumps(fits, indent=2))
         (folder / "manifold.json").write_text(json.dumps(result["manifold"], indent=2))
         plot_sweep(summary, result["fits"], title, folder / "sweep.png")
+        manifold = result["manifold"]
+        if not manifold["reliable"]:
+            title += f"\n(manifold unreliable: {manifold['points']} points, k = {manifold['k']})"
         plot_manifold(summary, title, folder / "manifold.png")
         save_intervention(result["intervention"], folder / "intervention", lm)

@@ -56,12 +56,14 @@ def run_sweep(
     progress: bool = False,
     fits: bool = True,
     end_of_turn: bool = False,
+    per_token: bool = False,
 ) -> dict:
     """Train once, then score and measure train and test pairs at every m.
 
     Returns the per-pair table, the per-m summary (with manifold measures), the curve fits
     (None when `fits` is false) and the manifold's dimension. A grid the fits cannot use is
-    refused before training. `end_of_turn` scores each completion with the turn's end.
+    refused before training. `end_of_turn` scores each completion with the turn's end,
+    `per_token` by its mean NLL per token; both are recorded in every summary row.
     """
     grid_array = sweep_grid(grid)
     problem = fit_problem(grid_array) if fits else None
@@ -71,7 +73,7 @@ def run_sweep(
     tables, summaries = [], {}
     for name, pairs in (("train", splits.train), ("test", splits.test)):
         encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=end_of_turn)
-        scores = evaluate(lm, encoded, intervention, grid_array, progress=progress)
+        scores = evaluate(lm, encoded, intervention, grid_array, per_token, progress=progress)
         tables.append(scores.table().append_column("split", pa.array([name] * len(scores.m))))
         summaries[name] = scores.summary().to_pylist()
     test_encoded = encode_pairs(lm.tokenizer, splits.test, end_of_turn=end_of_turn)
@@ -87,6 +89,7 @@ def run_sweep(
                 **{f"test_{k}": v for k, v in test_row.items() if k != "m"},
                 **{k: v for k, v in geometry.items() if k != "m"},
                 "end_of_turn": end_of_turn,  # how the completions were scored
+                "per_token": per_token,
                 "dtype": dtype_name(lm.dtype),  # the model's, which the scores carry
             }
         )
@@ -100,6 +103,8 @@ def run_sweep(
         "manifold": {
             "k": manifold.k,
             "explained": manifold.explained,
+            "points": manifold.points.shape[0],
+            "reliable": manifold.reliable,
             "corr_off_manifold_util_loss": correlation(
                 [r["off_manifold"] for r in summary], util_loss
             ),

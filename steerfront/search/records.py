@@ -5,13 +5,14 @@ Below both the driver (`run`) and the results (`report`), which read and write t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steerfront.files import write_atomic
-from steerfront.search.tracking import METRICS, PARAMS
+from steerfront.search.tracking import METRICS, PARAMS, POINT_METRICS
 
 # What a trial reports: the metrics, its dense points, then what it cost and where it ran.
 RESULT_KEYS = (
@@ -25,9 +26,7 @@ RESULT_KEYS = (
 )
 
 _TEXT = ("train_key", "node", "trained_on")
-DENSE_POINT = pa.struct(
-    [(k, pa.float64()) for k in ("m", "pref_odds", "util_odds", "util_drop", "accuracy")]
-)
+DENSE_POINT = pa.struct([(k, pa.float64()) for k in ("m", *POINT_METRICS)])
 SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string())]
     + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
@@ -53,3 +52,21 @@ def write_table(path: Path, records: list[dict]) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
     write_atomic(path, sink.getvalue().to_pybytes())
+
+
+INTEGERS = ("layer", "rank", "steps")
+
+
+def typed(record: dict) -> dict:
+    """A row as users read it (JSON, YAML): integers as integers, a missing value as None,
+    the training factors as a list."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, float) and value != value:
+            value = None
+        elif key in INTEGERS and value is not None:
+            value = int(value)
+        elif key == "factors" and isinstance(value, str):
+            value = json.loads(value)
+        out[key] = value
+    return out

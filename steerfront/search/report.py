@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir
 from steerfront.search.best import (
+    beats_baseline,
     front,
     front_volume,
     pick,
     points,
-    volume_reference,
 )
-from steerfront.search.records import SCHEMA
+from steerfront.search.records import SCHEMA, typed
 from steerfront.search.trial import SearchSetup, cached
 from steerfront.search.worker import in_worker, score_and_export
 
@@ -38,6 +38,7 @@ def write_results(
     setup: SearchSetup,
     tracker: Tracker,
     max_util_drop: float,
+    reference: tuple[float, float],
     resources: dict[str, float],
 ) -> dict:
     """Fronts, figures, best configuration and artifacts; the summary a search prints. The
@@ -57,10 +58,11 @@ def write_results(
         if best is not None:
             _write_folder(folder / "best", exported)
     _write_front(folder / "front.parquet", plain, extended)
-    reference = volume_reference(done, setup.baseline)
     volumes = _volume_history(done, reference, extended=False)
     volumes_extended = _volume_history(done, reference, extended=True)
-    plot_front(done, plain, extended, setup.baseline, folder / "pareto.png")
+    chosen = None if best is None else extended[best]
+    budget = setup.baseline["val_util_odds"] - max_util_drop
+    plot_front(done, plain, extended, setup.baseline, chosen, budget, folder / "pareto.png")
     plot_hypervolume(volumes, volumes_extended, folder / "hypervolume.png")
     summary = {
         "name": setup.name,
@@ -71,9 +73,12 @@ def write_results(
         "cache_hits": int(sum(r.get("cache_hit") or 0 for r in done)),
         "hypervolume": volumes[-1] if volumes else 0.0,
         "hypervolume_extended": volumes_extended[-1] if volumes_extended else 0.0,
-        "front": plain,
-        "extended_front": extended,
-        "best": None if best is None else extended[best],
+        "hypervolume_reference": list(reference),
+        "baseline": setup.baseline,
+        "front": [typed(r) for r in plain],
+        "extended_front": [typed(r) for r in extended],
+        "best": None if chosen is None else typed(chosen),
+        "beats_baseline": None if chosen is None else beats_baseline(chosen, setup.baseline),
         "folder": str(folder),
         "mlflow_tracking_uri": tracker.uri,
         "mlflow_parent_run_id": tracker.parent_run_id,
@@ -132,10 +137,16 @@ def _pyplot() -> ModuleType:
 
 
 def plot_front(
-    done: list[dict], plain: list[dict], extended: list[dict], baseline: dict, path: Path
+    done: list[dict],
+    plain: list[dict],
+    extended: list[dict],
+    baseline: dict,
+    chosen: dict | None,
+    budget: float,
+    path: Path,
 ) -> None:
     """Every finished trial coloured by form (dense points small), both fronts as lines, the
-    unsteered model marked."""
+    unsteered model, the picked point and the utility budget of the rule that picked it."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     dense = [r for r in points(done, extended=True) if r["dense"]]
@@ -164,16 +175,14 @@ def plot_front(
                 lw=1.2,
                 label=label,
             )
-    ax.scatter(
-        [baseline["val_pref_odds"]],
-        [baseline["val_util_odds"]],
-        marker="*",
-        s=160,
-        color="gold",
-        edgecolor="black",
-        label="unsteered",
-        zorder=5,
-    )
+    ax.axhline(budget, color="grey", ls=":", lw=1, label="utility budget (max-util-drop)")
+    marks = [(baseline["val_pref_odds"], baseline["val_util_odds"], "*", "gold", "unsteered")]
+    if chosen is not None:
+        marks.append((chosen["pref_odds"], chosen["util_odds"], "D", "none", "picked (best)"))
+    for x, y, marker, colour, label in marks:
+        ax.scatter(
+            [x], [y], marker=marker, s=160, color=colour, edgecolor="black", label=label, zorder=5
+        )
     ax.set_xlabel("pref_odds (validation)")
     ax.set_ylabel("util_odds (validation)")
     ax.set_title("steerfront search: preference vs utility")

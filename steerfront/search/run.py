@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from steerfront.defaults import DTYPES, SEARCH
+from steerfront.defaults import DTYPES, LEARNING_RATE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
 from steerfront.search.best import front_volume, read_trials, volume_reference
@@ -59,9 +59,12 @@ class SearchSettings:
     address: str | None = None
     retries: int = 1  # a trial whose worker dies is run again this many times, then failed
     end_of_turn: bool = False  # score each completion with the turn's end
+    per_token: bool = False  # score each completion by its mean NLL per token
     dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     cache_gb: float | None = None  # a worker's cache budget; None: from its device's memory
+    util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
+    judge: dict | None = None  # a judge pass when the search ends (JudgeSettings' fields)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -77,6 +80,8 @@ class SearchSettings:
             raise SteerfrontError(
                 f"--cache-gb must be a number of GB above 0, not {self.cache_gb:g}"
             )
+        if not self.util_floor > 0:
+            raise SteerfrontError(f"--util-floor must be above 0, not {self.util_floor}")
         if self.dtype not in DTYPES:
             raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 
@@ -128,7 +133,12 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
             setup, layers, memory = prepare(space, setup, settings.resources)
             if store.uri:
                 shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
-        return _run(space, settings, setup, layers, state, memory)
+        summary = _run(space, settings, setup, layers, state, memory)
+        if settings.judge and summary["trials"] >= settings.trials:
+            from steerfront.search.judged import JudgeSettings, judge_search
+
+            summary.update(judge_search(settings, JudgeSettings(**settings.judge)))
+        return summary
 
 
 def _run(
@@ -168,7 +178,9 @@ def _run(
                 "seed": settings.seed,
                 "dense_m": settings.dense_m,
                 "end_of_turn": settings.end_of_turn,
+                "per_token": settings.per_token,
                 "dtype": settings.dtype,
+                "util_floor": settings.util_floor,
                 "layers": layers,
                 **(memory or {}),
                 **setup.baseline,
@@ -222,6 +234,7 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
         baseline={},
         dense_m=settings.dense_m,
         end_of_turn=settings.end_of_turn,
+        per_token=settings.per_token,
         dtype=settings.dtype,
         m_range={form: list(space.m[form]) for form in space.forms},
         cpus_per_trial=settings.cpus_per_trial,
@@ -241,8 +254,8 @@ def prepare(
     """Check the space against the model and a trial's memory against its share, and score
     the unsteered model once, in a Ray worker with a trial's `resources` (inside
     `ray_session`); `setup` with its baseline, the layers, the memory settings."""
-    baseline, layers, memory = in_worker(unsteered, resources, setup, space)
-    return replace(setup, baseline=baseline), layers, memory
+    baseline, utils, layers, memory = in_worker(unsteered, resources, setup, space)
+    return replace(setup, baseline=baseline, baseline_util=utils), layers, memory
 
 
 @contextmanager
@@ -305,8 +318,10 @@ def _tune(
             ),
             "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
         }
+        sampler = Sampler(space, layers)
         search = OptunaSearch(
-            Sampler(space, layers),
+            sampler,
+            points_to_evaluate=sampler.first_points(),
             metric=["pref_odds", "util_odds"],
             mode=["max", "max"],
             sampler=samplers[settings.sampler](),
@@ -393,6 +408,8 @@ def _record(trial: object, status: str) -> dict:
         status = "failed"
     record = {"trial_id": trial.trial_id, "status": status}
     record.update({k: config.get(k) for k in PARAMS})
+    if record["lr"] is None and record["objective"] != "diffmean":
+        record["lr"] = LEARNING_RATE[record["form"]]  # the rate training used
     record["factors"] = json.dumps(config.get("factors"))
     if status == "done":
         record.update({k: v for k, v in result.items() if k in RESULT_KEYS})
@@ -425,6 +442,7 @@ class Recorder(Callback):
             settings,
         )
         self.records = read_trials(folder)
+        self.reference = volume_reference(setup.baseline, settings.util_floor)
         self.started = time.monotonic()
         self.mlflow_ok = True
         self._sync_mlflow()
@@ -447,11 +465,9 @@ class Recorder(Callback):
         write_table(self.folder / "trials.parquet", self.records)
         self._push("trials.parquet")
         done = [r for r in self.records if r["status"] == "done"]
-        reference = volume_reference(done, self.search_setup.baseline)
-        volume = front_volume(done, reference, extended=False)
-        volumes = {"hypervolume": volume}
+        volumes = {"hypervolume": front_volume(done, self.reference, extended=False)}
         if self.search_setup.dense_m:
-            volumes["hypervolume_extended"] = front_volume(done, reference, extended=True)
+            volumes["hypervolume_extended"] = front_volume(done, self.reference, extended=True)
         if self.mlflow_ok:  # once MLflow is down, catch up at the end (or on --resume)
             self._sync_mlflow()
             for key, value in volumes.items():
@@ -507,6 +523,7 @@ class Recorder(Callback):
             self.search_setup,
             self.tracker,
             self.settings.extra.get("max_util_drop", 1.0),
+            self.reference,
             self.settings.resources,
         )
         self._push(*RESULT_FILES)

@@ -145,6 +145,23 @@ class Sampler:
                 config["factors"] = space.factors
         return config
 
+    def first_points(self) -> list[dict]:
+        """The first trials: one per form, then one for each objective not yet tried, so a
+        short search tries every form (and objective) before the sampler takes over.
+        Partial points: Optuna samples the rest."""
+        forms, objectives = self.space.forms, self.space.objectives
+        pairs: list[tuple[str, str]] = []
+        for form in forms:
+            valid = [o for o in objectives if form == "vector" or o != "diffmean"]
+            tried = {o for _, o in pairs}
+            pairs.append((form, next((o for o in valid if o not in tried), valid[0])))
+        for objective in objectives:
+            if objective not in {o for _, o in pairs}:
+                form = "vector" if objective == "diffmean" else forms[len(pairs) % len(forms)]
+                if form in forms:
+                    pairs.append((form, objective))
+        return [{"form": form, f"objective_{form}": objective} for form, objective in pairs]
+
 
 def _pick(trial: Any, name: str, values: Any, log: bool = False) -> Any:
     """Sample a choice from a list, a float from a `(low, high)` range; a scalar is fixed."""

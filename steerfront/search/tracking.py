@@ -20,15 +20,18 @@ from steerfront.errors import SteerfrontError
 
 EXPERIMENT = "steerfront"
 PARAMS = ("form", "objective", "layer", "m", "rank", "gamma", "lambda_n", "theta", "lr", "steps")
-METRICS = (
-    "pref_odds",
-    "util_odds",
-    "util_drop",
+# A point's metrics on one split: each log-odds mean with its bootstrap interval, and accuracy.
+POINT_METRICS = (
+    *(
+        f"{name}{end}"
+        for name in ("pref_odds", "util_odds", "util_drop")
+        for end in ("", "_lo", "_hi")
+    ),
     "accuracy",
-    "test_pref_odds",
-    "test_util_odds",
-    "test_util_drop",
-    "test_accuracy",
+)
+METRICS = (
+    *POINT_METRICS,
+    *(f"test_{name}" for name in POINT_METRICS),
     "train_s",
     "eval_s",
     "cache_hit",
@@ -168,12 +171,64 @@ class Tracker:
         self.client.log_metric(self.parent_run_id, key, value, step=step)
 
     @_in_turn
-    def log_artifact(self, path: Path) -> None:
-        """A file, or a folder under its own name, into the parent run."""
-        if path.is_dir():
-            self.client.log_artifacts(self.parent_run_id, str(path), path.name)
+    def log_parent_metrics(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(self.parent_run_id, key, value)
+
+    @_in_turn
+    def log_point(self, record: dict, metrics: dict[str, float]) -> None:
+        """Metrics of one front point: into its trial's child run, or, for a dense point (the
+        trial's intervention at another m), into a child run of its own, made once."""
+        children = f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
+        if not record.get("dense"):
+            where = f"{children} and tags.`steerfront.trial_id` = '{record['trial_id']}'"
         else:
-            self.client.log_artifact(self.parent_run_id, str(path))
+            point = f"{record['trial_id']} m={record['m']:.6g}"
+            where = f"{children} and tags.`steerfront.point` = '{point}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=where, max_results=1)
+        if runs:
+            run = runs[0].info.run_id
+        else:  # a dense point: its configuration and log-odds, then the judge's metrics
+            tags = {"mlflow.parentRunId": self.parent_run_id, "steerfront.point": point}
+            run = self.client.create_run(self.experiment_id, run_name=point, tags=tags)
+            run = run.info.run_id
+            for key in PARAMS:
+                if record.get(key) is not None:
+                    self.client.log_param(run, key, record[key])
+            for key in METRICS:
+                if isinstance(record.get(key), int | float) and math.isfinite(record[key]):
+                    self.client.log_metric(run, key, float(record[key]))
+            self.client.set_terminated(run, "FINISHED")
+        for key, value in metrics.items():
+            self.client.log_metric(run, key, value)
+
+    @_in_turn
+    def log_table(self, data: dict[str, list], artifact_file: str) -> None:
+        """A table the MLflow UI shows, in the parent run; logged again, it is replaced (not
+        appended to, as MLflow's own `log_table` would)."""
+        import tempfile
+
+        import pandas as pd
+
+        folder = str(Path(artifact_file).parent)
+        logged = [a.path for a in self.client.list_artifacts(self.parent_run_id, folder)]
+        if artifact_file not in logged:
+            self.client.log_table(self.parent_run_id, data, artifact_file)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            pd.DataFrame(data).to_json(path, orient="split", index=False)
+            self.client.log_artifact(self.parent_run_id, str(path), folder)
+
+    @_in_turn
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        """A file, or a folder under its own name, into the parent run (inside `folder`)."""
+        if path.is_dir():
+            self.client.log_artifacts(
+                self.parent_run_id, str(path), f"{folder}/{path.name}" if folder else path.name
+            )
+        else:
+            self.client.log_artifact(self.parent_run_id, str(path), folder)
 
     @_in_turn
     def finish(self, status: str = "FINISHED") -> None:

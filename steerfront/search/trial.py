@@ -30,6 +30,7 @@ from steerfront.memory import GB, MemoryCache, default_cache_bytes, release_unus
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
 from steerfront.scoring.evaluate import evaluate
+from steerfront.scoring.logodds import LogOdds, bootstrap_interval
 from steerfront.search.storage import Store
 
 SCORED_SPLITS = ("val", "test")
@@ -51,10 +52,12 @@ class SearchSetup:
     storage: str  # where searches live: an absolute path or an object-store URI
     name: str  # the search's name (its folder in `storage`; the cache lives there)
     baseline: dict[str, float]  # unsteered metrics per split, e.g. "val_util_odds"
+    baseline_util: dict[str, list[float]] = field(default_factory=dict)  # per split, per pair
     device: str | None = None
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
     end_of_turn: bool = False  # score each completion with the turn's end (encode_pairs)
+    per_token: bool = False  # score each completion by its mean NLL per token (evaluate)
     dtype: str = "auto"  # the model's, by name (load_model); auto: bf16 on a GPU worker
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -204,8 +207,8 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     m = float(config["m"])
     low, high = setup.m_range.get(config["form"], (m, m))
     dense = dense_grid(m, low, high, setup.dense_m)
-    val = score(lm, encoded["val"], intervention, [m, *dense], cache, setup.baseline, "val")
-    test = score(lm, encoded["test"], intervention, [m], cache, setup.baseline, "test")
+    val = score(lm, encoded["val"], intervention, [m, *dense], cache, setup, "val")
+    test = score(lm, encoded["test"], intervention, [m], cache, setup, "test")
     metrics = {**val.pop(m), **test[m]}
     metrics.update(
         dense_points=json.dumps([{"m": value, **val[value]} for value in dense]),
@@ -228,19 +231,35 @@ def score(
     intervention: Intervention,
     grid: list[float],
     cache: MemoryCache,
-    baseline: dict[str, float],
+    setup: SearchSetup,
     split: str,
 ) -> dict[float, dict[str, float]]:
-    """Metrics per value of m on one split, named as in trials.parquet (test ones prefixed)."""
+    """Metrics per value of m on one split, named as in trials.parquet (test ones prefixed),
+    on the setup's scale (`per_token`, as the baseline)."""
+    scores = evaluate(lm, encoded, intervention, grid, setup.per_token, cache=cache)
+    return point_metrics(scores, np.asarray(setup.baseline_util[split]), setup.seed, split)
+
+
+def point_metrics(
+    scores: LogOdds, base_util: np.ndarray, seed: int, split: str
+) -> dict[float, dict[str, float]]:
+    """Per m: mean pref_odds, util_odds, util_drop (against the unsteered model's per-pair
+    utility `base_util`) with their bootstrap intervals (`_lo`, `_hi`), and accuracy."""
     prefix = "" if split == "val" else f"{split}_"
+    grid = scores.m[: len(scores.m) // len(base_util)]  # rows are by pair, then m as given
+    shape = (len(base_util), len(grid))
+    pref, util = scores.pref.reshape(shape), scores.util.reshape(shape)
+    columns = {"pref_odds": pref, "util_odds": util, "util_drop": base_util[:, None] - util}
+    low, high = bootstrap_interval(np.concatenate(list(columns.values()), axis=1), seed)
     out = {}
-    for row in evaluate(lm, encoded, intervention, grid, cache=cache).summary().to_pylist():
-        out[row["m"]] = {
-            f"{prefix}pref_odds": row["pref_odds"],
-            f"{prefix}util_odds": row["util_odds"],
-            f"{prefix}util_drop": baseline[f"{split}_util_odds"] - row["util_odds"],
-            f"{prefix}accuracy": row["accuracy"],
-        }
+    for j, m in enumerate(grid):
+        metrics = {}
+        for i, (name, values) in enumerate(columns.items()):
+            metrics[f"{prefix}{name}"] = float(values[:, j].mean())
+            metrics[f"{prefix}{name}_lo"] = float(low[i * len(grid) + j])
+            metrics[f"{prefix}{name}_hi"] = float(high[i * len(grid) + j])
+        metrics[f"{prefix}accuracy"] = float(scores.correct.reshape(shape)[:, j].mean())
+        out[float(m)] = metrics
     return out
 
 
@@ -256,7 +275,7 @@ def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
         group = [r for r in todo if r["train_key"] == key]
         intervention = load_intervention(cached(store, key, required=True), lm)
         grid = sorted({r["m"] for r in group})
-        metrics = score(lm, encoded, intervention, grid, cache, setup.baseline, "test")
+        metrics = score(lm, encoded, intervention, grid, cache, setup, "test")
         for r in group:
             r.update(metrics[r["m"]])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,9 +18,9 @@ from steerfront.errors import SteerfrontError
 from steerfront.lm import load_config, resolve
 from steerfront.memory import GB, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
-from steerfront.search.best import export
+from steerfront.search.best import export, provenance
 from steerfront.search.space import SearchSpace
-from steerfront.search.trial import SCORED_SPLITS, SearchSetup, cached, score_test
+from steerfront.search.trial import SCORED_SPLITS, SearchSetup, cached, point_metrics, score_test
 
 T = TypeVar("T")
 
@@ -40,11 +41,12 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
 
 def unsteered(
     setup: SearchSetup, space: SearchSpace
-) -> tuple[dict[str, float], list[int], dict[str, float]]:
-    """The unsteered model's metrics per scored split, the layers to search and the memory
-    settings (`cache_gb`, and on a GPU `trial_memory_gb`), the space checked against the
-    model's configuration and a trial's memory against its share of the GPU before the model
-    loads."""
+) -> tuple[dict[str, float], dict[str, list[float]], list[int], dict[str, float]]:
+    """The unsteered model's metrics per scored split (with their intervals), its per-pair
+    utility (what each trial's util_drop is measured against), the layers to search and the
+    memory settings (`cache_gb`, and on a GPU `trial_memory_gb`). The space is checked against
+    the model's configuration, and a trial's memory against its share of the GPU, before the
+    model loads."""
     config = load_config(setup.model)
     device, dtype = resolve(setup.device, setup.dtype)
     d, ff = config.hidden_size, config.intermediate_size  # the down-projection's shape
@@ -64,13 +66,14 @@ def unsteered(
         memory["trial_memory_gb"] = round(estimate["total"] / GB, 2)
     lm = setup.load()
     splits = setup.splits()
-    baseline = {}
+    baseline, utils = {}, {}
     for name in SCORED_SPLITS:
-        scores = evaluate(lm, setup.encode(lm, getattr(splits, name)), None, 0.0)
-        row = scores.summary().to_pylist()[0]
-        baseline[f"{name}_pref_odds"] = row["pref_odds"]
-        baseline[f"{name}_util_odds"] = row["util_odds"]
-    return baseline, layers, memory
+        encoded = setup.encode(lm, getattr(splits, name))
+        scores = evaluate(lm, encoded, None, 0.0, per_token=setup.per_token)
+        utils[name] = scores.util.tolist()
+        metrics = point_metrics(scores, scores.util, setup.seed, "val")[0.0]
+        baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
+    return baseline, utils, layers, memory
 
 
 def score_and_export(
@@ -84,6 +87,7 @@ def score_and_export(
         return rows, {}
     source = cached(setup.store, rows[best]["train_key"], required=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = export(rows[best], Path(tmp) / "best", source, lm)
+        about = provenance(asdict(setup), rows[best])
+        folder = export(rows[best], Path(tmp) / "best", source, lm, about, replace=True)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         return rows, {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}

@@ -136,12 +136,12 @@ def test_search_keeps_everything_in_the_store_and_nodes_share_its_cache(
     # Yet another machine with an empty mirror reads the front and exports the best.
     monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path / "mirror-desk"))
     assert main(["front", "s3", "--storage", storage, "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == len(summary["extended_front"])
-    assert main(["best", "s3", "--storage", storage, "--rule", "knee", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["front"]) == len(summary["extended_front"])
+    assert main(["best", "s3", "--storage", storage, "--rule", "knee", "--json", "--force"]) == 0
     assert json.loads(capsys.readouterr().out)["best"]["trial_id"] in {
         t["trial_id"] for t in trials
     }
-    assert "best/intervention.safetensors" in keys(s3, "runs/s3")
+    assert "best-knee/intervention.safetensors" in keys(s3, "runs/s3")
 
 
 def test_object_store_needs_a_tracking_server_and_a_reachable_store(

@@ -91,9 +91,10 @@ def test_path_may_carry_the_suffix_and_a_second_save_replaces_the_pair(tiny_lm, 
     save_intervention(first, tmp_path / "x.safetensors", tiny_lm)
     save_intervention(second, str(tmp_path / "x"), tiny_lm)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
-    loaded = load_intervention(tmp_path / "x.safetensors", tiny_lm)
-    assert loaded.form == "lora"
-    assert torch.equal(loaded.params["B"], second.params["B"])
+    for given in ("x.safetensors", "x.json", "x"):  # either file of the pair, or its stem
+        loaded = load_intervention(tmp_path / given, tiny_lm)
+        assert loaded.form == "lora"
+        assert torch.equal(loaded.params["B"], second.params["B"])
 
 
 def test_interrupted_save_leaves_the_old_pair_and_no_temporary_files(

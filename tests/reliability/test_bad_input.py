@@ -176,6 +176,42 @@ CASES = {
         ["generate", "--intervention", "{tmp}/none.safetensors", "hi"],
         "none.json",
     ),
+    # generate's prompts and settings
+    "prompts: invalid json line": (
+        {"p.jsonl": jsonl({"prompt": "a"}) + "{x\n"},
+        ["generate", "--intervention", "{tmp}/iv.json", "--prompts", "{tmp}/p.jsonl"],
+        "p.jsonl:2: invalid JSON",
+    ),
+    "prompts: no prompt field": (
+        {"p.jsonl": jsonl({"prompt": "a"}, {"text": "b"})},
+        ["generate", "--intervention", "{tmp}/iv.json", "--prompts", "{tmp}/p.jsonl"],
+        "p.jsonl:2: expected an object with a non-empty 'prompt' or 'instruction' string",
+    ),
+    "prompts: missing file": (
+        {},
+        ["generate", "--intervention", "{tmp}/iv.json", "--prompts", "{tmp}/none.txt"],
+        "--prompts {tmp}/none.txt: no such file",
+    ),
+    "prompts: empty file": (
+        {"p.txt": "\n \n"},
+        ["generate", "--intervention", "{tmp}/iv.json", "--prompts", "{tmp}/p.txt"],
+        "p.txt: no prompts in file",
+    ),
+    "generate without a prompt": (
+        {},
+        ["generate", "--intervention", "{tmp}/iv.json"],
+        "no prompt: give one or more as arguments, or --prompts FILE",
+    ),
+    "negative temperature": (
+        {},
+        ["generate", "--intervention", "{tmp}/iv.json", "--temperature", "-1", "hi"],
+        "--temperature must be 0 (greedy) or more, not -1.0",
+    ),
+    "no new tokens": (
+        {},
+        ["generate", "--intervention", "{tmp}/iv.json", "--max-new-tokens", "0", "hi"],
+        "--max-new-tokens must be at least 1, not 0",
+    ),
 }
 NEEDS_MODEL = {"sweep", "search", "generate"}
 
@@ -196,7 +232,7 @@ def test_malformed_input(name, tmp_path, tiny_model_dir, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert status == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert fragment in err, err
+    assert fragment.replace("{tmp}", str(tmp_path)) in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "something was written"
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from steerfront.scoring.logodds import LogOdds, pref_odds, util_odds
+from steerfront.scoring.logodds import BOOTSTRAP, LogOdds, bootstrap_interval, pref_odds, util_odds
 
 
 def test_against_the_plain_formula():
@@ -39,3 +39,25 @@ def test_summary_per_m():
     assert rows[0]["accuracy"] == 0.5 and rows[1]["accuracy"] == 1.0
     np.testing.assert_allclose(rows[1]["pref_se"], np.std([3.0, 1.0], ddof=1) / np.sqrt(2))
     assert scores.table().num_rows == 4
+
+
+def test_bootstrap_interval_against_a_loop_over_the_same_draws():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(30, 3))
+    low, high = bootstrap_interval(values, seed=7)
+    draws = np.random.default_rng(7).integers(0, 30, size=(BOOTSTRAP, 30))
+    means = np.array([[values[d, c].mean() for c in range(3)] for d in draws])
+    np.testing.assert_allclose(low, np.quantile(means, 0.025, axis=0))
+    np.testing.assert_allclose(high, np.quantile(means, 0.975, axis=0))
+    again = bootstrap_interval(values, seed=7)
+    np.testing.assert_array_equal(again[0], low)  # seeded: the same interval every time
+
+
+def test_bootstrap_interval_is_about_the_normal_one_and_collapses_on_constants():
+    values = np.random.default_rng(2).normal(3.0, 2.0, size=400)
+    low, high = bootstrap_interval(values)
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    assert abs((high - low)[0] / (2 * 1.96 * se) - 1) < 0.1
+    assert low[0] < values.mean() < high[0]
+    low, high = bootstrap_interval(np.full(12, 0.5))
+    assert low[0] == high[0] == 0.5

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from steerfront.errors import SteerfrontError
-from steerfront.scoring.manifold import Manifold, correlation, measure
+from steerfront.scoring.manifold import MIN_POINTS, Manifold, correlation, measure
 
 D = 16
 
@@ -38,6 +38,17 @@ def test_finds_the_subspace():
     # Same subspace: the fitted basis projects the true one onto itself.
     np.testing.assert_allclose(basis @ basis.T @ inside, inside, atol=1e-6)
     assert manifold.off_manifold(points).max() < 1e-4
+
+
+def test_a_fit_from_too_few_points_is_unreliable():
+    points, _, _ = _subspace_data()
+    assert Manifold.fit(points).reliable  # 200 points, k = 3
+    few = Manifold.fit(torch.randn(3, D, generator=torch.Generator().manual_seed(0)))
+    assert few.explained == pytest.approx(1.0) and few.k <= 2  # any 3 points "explain" 100%
+    assert not few.reliable
+    spread = torch.randn(12, D, generator=torch.Generator().manual_seed(0))
+    wide = Manifold.fit(spread)  # 12 points, but 90% of their variance takes more than 6 axes
+    assert 12 >= MIN_POINTS and wide.k > 6 and not wide.reliable
 
 
 def test_k_is_the_smallest_reaching_the_variance():

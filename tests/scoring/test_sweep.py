@@ -80,6 +80,8 @@ def test_sweep_scores_train_and_test_at_every_m(tiny_lm):
     assert np.argmin(off) == GRID.index(0.0)
     assert set(result["fits"]) == {"pref", "util"}
     assert 1 <= result["manifold"]["k"] <= tiny_lm.hidden_size
+    assert result["manifold"]["points"] == len(splits.test) == 5
+    assert result["manifold"]["reliable"] is False  # 5 test prompts are too few for a finding
 
 
 @pytest.mark.parametrize("tiny_lm", ["llama"], indirect=True)
@@ -154,17 +156,43 @@ def test_cli_sweep_writes_everything(tmp_path, tiny_model_dir, capsys):
 
 
 def test_cli_sweep_without_fits_writes_the_rest(tmp_path, tiny_model_dir, capsys):
-    """--no-fit takes a grid too small to fit, and says the fits were skipped."""
+    """--no-fit takes a grid too small to fit, and says the fits were skipped; a manifold from
+    7 test prompts is reported as unreliable, not as a finding."""
     out = tmp_path / "sweep"
     argv = ["sweep", "--model", str(tiny_model_dir), "--layer", "1", "--m=2,-1,0,2"]
-    status = main([*argv, "--no-fit", "--factors", "2,4", "--steps", "6", "--out", str(out), "-q"])
+    argv += ["--test-fraction", "0.05", "--no-fit", "--factors", "2,4", "--steps", "6"]
+    status = main([*argv, "--out", str(out), "-q"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "fits skipped (--no-fit)" in printed and "R²" not in printed
+    assert "\nmanifold: unreliable (7 points for k = " in printed and "explain" not in printed
+    assert json.loads((out / "manifold.json").read_text())["reliable"] is False
     names = sorted(path.name for path in out.iterdir())
     assert "fits.json" not in names
     assert {"manifold.json", "summary.parquet", "sweep.png", "manifold.png"} <= set(names)
     assert pq.read_table(out / "summary.parquet").column("m").to_pylist() == [-1.0, 0.0, 2.0]
+
+
+def test_cli_sweep_per_token_scores_and_records_the_scale(tmp_path, tiny_model_dir, capsys):
+    from steerfront.data import encode_pairs
+    from steerfront.lm import load_model
+    from steerfront.methods.io import load_intervention
+    from steerfront.scoring.evaluate import evaluate
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--model", str(tiny_model_dir), "--layer", "1", "--m=-1,0,2", "--no-fit"]
+    argv += ["--factors", "2,4", "--steps", "6", "--out", str(out), "-q", "--json"]
+    assert main([*argv, "--per-token"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["per_token"] is True and result["end_of_turn"] is False
+    summary = pq.read_table(out / "summary.parquet").to_pylist()
+    assert {row["per_token"] for row in summary} == {True}
+    lm = load_model(str(tiny_model_dir))
+    test = load_concept("agreeableness").split(0.0, 0.2, seed=0).test
+    intervention = load_intervention(out / "intervention.safetensors", lm)
+    scores = evaluate(lm, encode_pairs(lm.tokenizer, test), intervention, [-1, 0, 2], True)
+    expected = scores.summary().column("pref_odds").to_pylist()
+    assert [row["test_pref_odds"] for row in summary] == pytest.approx(expected, rel=1e-5)
 
 
 def test_interrupted_sweep_leaves_no_output(tmp_path, tiny_model_dir, monkeypatch, capsys):

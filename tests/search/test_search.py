@@ -142,19 +142,22 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert parent.data.params["end_of_turn"] == "True"
     assert parent.data.params["dtype"] == "float32"
     assert parent.data.params["cache_gb"] == "0.5"
+    assert parent.data.params["per_token"] == "False"
 
 
 def test_front_and_best_commands(finished, capsys):
     tmp_path, summary = finished
     runs = str(tmp_path / "runs")
     assert main(["front", "s1", "--storage", runs, "--json"]) == 0
-    front = json.loads(capsys.readouterr().out)
+    document = json.loads(capsys.readouterr().out)
+    front = document["front"]
     assert len(front) == len(summary["extended_front"])
+    assert document["baseline"] == summary["baseline"]
     assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == len(summary["front"])
+    assert len(json.loads(capsys.readouterr().out)["front"]) == len(summary["front"])
     out = tmp_path / "exported"
-    status = main(["best", "s1", "--storage", runs, "--rule", "knee", "--out", str(out), "--json"])
-    assert status == 0
+    argv = ["best", "s1", "--storage", runs, "--rule", "knee", "--out", str(out), "--json"]
+    assert main([*argv, "--force"]) == 0
     picked = json.loads(capsys.readouterr().out)["best"]
     assert picked["trial_id"] in {t["trial_id"] for t in front}
     assert sorted(p.name for p in out.iterdir()) == [
@@ -248,13 +251,133 @@ def test_best_picks_from_the_extended_front_unless_plain(finished, capsys):
     picks = {}
     for flags in ([], ["--plain"]):
         out = str(tmp_path / f"best{len(flags)}")
-        assert main(["best", "s1", "--storage", runs, "--out", out, "--json", *flags]) == 0
+        argv = ["best", "s1", "--storage", runs, "--out", out, "--json", "--force", *flags]
+        assert main(argv) == 0
         picks[bool(flags)] = json.loads(capsys.readouterr().out)["best"]
     plain = {(r["trial_id"], r["m"]) for r in summary["front"]}
     assert (picks[True]["trial_id"], picks[True]["m"]) in plain and not picks[True]["dense"]
     extended = {(r["trial_id"], r["m"]) for r in summary["extended_front"]}
     assert (picks[False]["trial_id"], picks[False]["m"]) in extended
     assert picks[False]["pref_odds"] >= picks[True]["pref_odds"]
+
+
+def test_front_table_starts_with_the_unsteered_model_and_shows_intervals(finished, capsys):
+    tmp_path, summary = finished
+    assert main(["front", "s1", "--storage", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == "unsteered" and len(lines) == 2 + len(summary["extended_front"])
+    low, high = summary["baseline"]["val_pref_odds_lo"], summary["baseline"]["val_pref_odds_hi"]
+    assert f"[{low:.2f},{high:.2f}]" in lines[1]
+    assert all(line.count("[") == 5 for line in lines[2:] if line.split()[0] == "trial")
+
+
+def test_intervals_are_seeded_bootstraps_that_hold_the_mean(finished):
+    tmp_path, summary = finished
+    for point in summary["extended_front"]:
+        for key in ("pref_odds", "util_odds", "util_drop", "test_pref_odds", "test_util_drop"):
+            assert point[f"{key}_lo"] <= point[key] <= point[f"{key}_hi"], key
+            assert point[f"{key}_lo"] < point[f"{key}_hi"], key
+    baseline = summary["baseline"]
+    assert (
+        baseline["test_pref_odds_lo"] < baseline["test_pref_odds"] < baseline["test_pref_odds_hi"]
+    )
+    table = pq.read_table(tmp_path / "runs" / "s1" / "front.parquet")
+    assert {"test_util_drop_lo", "pref_odds_hi"} <= set(table.column_names)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    child = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )[0]
+    assert {"pref_odds_lo", "test_pref_odds_hi", "util_drop_lo"} <= set(child.data.metrics)
+
+
+def test_hypervolume_has_one_reference_fixed_before_the_first_trial(finished):
+    """Every progress value is the hypervolume of the trials so far against the reference
+    recorded with the search (unsteered preference, utility floor below unsteered utility),
+    so the history never falls."""
+    from steerfront.search.best import front_volume
+
+    tmp_path, summary = finished
+    folder = tmp_path / "runs" / "s1"
+    state = json.loads((folder / "search.json").read_text())
+    floor = state["settings"]["util_floor"]
+    base = summary["baseline"]
+    reference = [base["val_pref_odds"], base["val_util_odds"] - floor]
+    assert summary["hypervolume_reference"] == pytest.approx(reference)
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder.parent / 'mlflow.db'}")
+    history = client.get_metric_history(summary["mlflow_parent_run_id"], "hypervolume")
+    values = [h.value for h in sorted(history, key=lambda h: h.step)]
+    done = read_trials(folder)  # in the order they finished
+    expected = [front_volume(done[:i], tuple(reference), extended=False) for i in range(1, 5)]
+    assert values == pytest.approx(expected)
+    assert values == sorted(values) and values[-1] == pytest.approx(summary["hypervolume"])
+    params = client.get_run(summary["mlflow_parent_run_id"]).data.params
+    assert float(params["util_floor"]) == floor
+
+
+def _copy_with_baseline(finished, tmp_path, test_pref_hi):
+    """The finished search, copied, with the unsteered model's test interval moved."""
+    import shutil
+
+    source, _ = finished
+    runs = tmp_path / "runs"
+    shutil.copytree(source / "runs" / "s1", runs / "s1")
+    path = runs / "s1" / "search.json"
+    state = json.loads(path.read_text())
+    state["setup"]["baseline"]["test_pref_odds_hi"] = test_pref_hi
+    path.write_text(json.dumps(state))
+    return str(runs)
+
+
+def test_best_refuses_a_pick_that_does_not_beat_the_unsteered_model(finished, tmp_path, capsys):
+    runs = _copy_with_baseline(finished, tmp_path, 1e9)
+    assert main(["best", "s1", "--storage", runs]) == 1
+    out = capsys.readouterr().out
+    assert "does NOT beat the unsteered model on test preference" in out
+    assert "nothing exported (pass --force" in out
+    assert not (tmp_path / "runs" / "s1" / "best-max-pref").exists()
+    assert main(["best", "s1", "--storage", runs, "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["beats_baseline"] is False and document["exported"] is None
+    assert document["baseline"]["test_pref_odds_hi"] == 1e9
+    best = document["best"]
+    assert document["ci"]["test_pref_odds"] == [
+        best["test_pref_odds_lo"],
+        best["test_pref_odds_hi"],
+    ]
+    assert main(["best", "s1", "--storage", runs, "--force"]) == 0
+    assert (tmp_path / "runs" / "s1" / "best-max-pref" / "best.yaml").is_file()
+
+
+def test_best_exports_a_pick_that_beats_it_once_per_rule(finished, tmp_path, capsys):
+    import os
+    import stat
+
+    runs = _copy_with_baseline(finished, tmp_path, -1e9)
+    old = os.umask(0o022)
+    try:
+        assert main(["best", "s1", "--storage", runs, "--json"]) == 0
+    finally:
+        os.umask(old)
+    document = json.loads(capsys.readouterr().out)
+    assert document["beats_baseline"] is True
+    best = document["best"]
+    assert isinstance(best["layer"], int) and best["rank"] is None and best["lr"] == 0.08
+    assert best["factors"] is None and best["steps"] == 6
+    out = tmp_path / "runs" / "s1" / "best-max-pref"
+    assert document["exported"] == str(out)
+    for path in [out, *out.iterdir()]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), path
+    saved = yaml.safe_load((out / "best.yaml").read_text())
+    assert saved["beats_baseline"] is True and saved["search"] == "s1"
+    assert saved["concept"] == "agreeableness" and saved["steerfront"] == "0.1.0"
+    assert "tiny-llama" in saved["model"]
+    status = main(["best", "s1", "--storage", runs])
+    assert status == 2 and "holds an earlier export; pass --force" in capsys.readouterr().err
+    assert main(["best", "s1", "--storage", runs, "--rule", "knee"]) == 0
+    assert (tmp_path / "runs" / "s1" / "best-knee" / "best.yaml").is_file()
 
 
 def test_generate_with_the_exported_intervention(finished, tiny_model_dir, capsys):
@@ -303,6 +426,8 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(
     trials = pq.read_table(tmp_path / "runs" / "f1" / "trials.parquet").to_pylist()
     failed = [t for t in trials if t["status"] == "failed"]
     assert failed and all(t["form"] == "lora" for t in failed)
+    tried = {(t["form"], t["objective"]) for t in trials}
+    assert {("lora", "sft"), ("vector", "diffmean")} <= tried  # the first trials cover them
     assert all("injected fault" in t["error"] for t in failed)
     assert summary["failed"] == len(failed)
     assert all(t["form"] == "vector" for t in summary["front"])
@@ -341,3 +466,40 @@ def test_settings_refuse_an_unknown_dtype():
 
     with pytest.raises(SteerfrontError, match=r"^--dtype 'float16': choose from auto, "):
         SearchSettings(name="s", model="m", concept="c", dtype="float16")
+
+
+def test_export_a_search_point(finished, tiny_model_dir, capsys):
+    """`export NAME`: the point `best` picks by default, at its m; `--point N`: the N-th row
+    `front` lists; `best` names the command."""
+    import gguf
+
+    tmp_path, _ = finished
+    runs, folder = str(tmp_path / "runs"), tmp_path / "runs" / "s1"
+    argv = ["best", "s1", "--storage", runs, "--out", str(tmp_path / "b"), "--json", "--force"]
+    assert main(argv) == 0
+    best = json.loads(capsys.readouterr().out)["best"]
+    assert main(["export", "s1", "--storage", runs, "--to", "gguf"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"point: vector split layer 1 m {best['m']:.3g}")
+    out = folder / "export-gguf"
+    assert lines[1].startswith(f"exported vector at layer 1, m {best['m']:g}, as gguf")
+    assert json.loads((out / "easysteer.json").read_text())["scale"] == best["m"]
+    (tensor,) = gguf.GGUFReader(out / "control_vector.gguf").tensors
+    trained = load_intervention(
+        folder / "cache" / best["train_key"], load_model(str(tiny_model_dir))
+    )
+    np.testing.assert_array_equal(tensor.data, trained.params["v"].numpy())
+
+    assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
+    plain = json.loads(capsys.readouterr().out)["front"]
+    out = tmp_path / "point"
+    argv = ["export", "s1", "--storage", runs, "--to", "merged", "--point", str(len(plain))]
+    assert main([*argv, "--plain", "--out", str(out)]) == 0
+    assert f"m {plain[-1]['m']:g}, as merged" in capsys.readouterr().out
+    assert main([*argv[:-1], "99", "--plain"]) == 2
+    err = capsys.readouterr().err
+    assert f"--point 99: the plain front of 's1' has {len(plain)} points" in err
+
+    assert main(["best", "s1", "--storage", runs, "--out", str(tmp_path / "b2"), "--force"]) == 0
+    serve = f"to serve it: steerfront export {tmp_path / 'b2' / 'intervention.safetensors'}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"{serve} --to gguf or --to merged"

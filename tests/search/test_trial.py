@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from steerfront.search.trial import DENSE_SPAN, dense_grid
@@ -36,3 +38,53 @@ def test_a_workers_share_and_cache_budget(monkeypatch):
     assert shared.cache_bytes(gpu) == int(memory.CACHE_SHARE * 0.5 * 64 * memory.GB)
     given = SearchSetup("m", "c", None, 0.2, 0.2, 0, "/tmp", "s", {}, cache_gb=1.5)
     assert given.cache_bytes(cpu) == given.cache_bytes(gpu) == int(1.5 * memory.GB)
+
+
+def test_per_token_setup_scores_baseline_and_trials_per_token(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The unsteered baseline and a trial's metrics are on the scale the setup names."""
+    from types import SimpleNamespace
+
+    from steerfront.data import encode_pairs
+    from steerfront.lm import load_model
+    from steerfront.methods.io import load_intervention
+    from steerfront.scoring.evaluate import evaluate
+    from steerfront.search import trial
+    from steerfront.search.space import load_space
+    from steerfront.search.trial import SearchSetup, run_trial
+    from steerfront.search.worker import unsteered
+
+    setup = SearchSetup(
+        model=str(tiny_model_dir),
+        concept="sentiment",
+        fmt=None,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        seed=0,
+        storage=str(tmp_path),
+        name="s",
+        baseline={},
+        per_token=True,
+        dtype="float32",
+    )
+    space = load_space(None, {"layers": [1], "forms": ["vector"]})
+    baseline, utils, _, _ = unsteered(setup, space)
+    lm = load_model(str(tiny_model_dir))
+    splits = setup.splits()
+    for split in ("val", "test"):
+        encoded = encode_pairs(lm.tokenizer, getattr(splits, split))
+        row = evaluate(lm, encoded, None, 0.0, per_token=True).summary().to_pylist()[0]
+        assert baseline[f"{split}_util_odds"] == pytest.approx(row["util_odds"], abs=1e-5)
+        summed = evaluate(lm, encoded, None, 0.0).summary().to_pylist()[0]
+        assert abs(summed["util_odds"] - row["util_odds"]) > 1  # the scales differ
+    setup = replace(setup, baseline=baseline, baseline_util=utils)
+    context = SimpleNamespace(get_node_id=lambda: "node")
+    monkeypatch.setattr(trial.ray, "get_runtime_context", lambda: context)
+    config = {"form": "vector", "objective": "diffmean", "layer": 1, "m": 2.0}
+    metrics = run_trial(config, setup)
+    intervention = load_intervention(tmp_path / "s" / "cache" / metrics["train_key"], lm)
+    encoded = encode_pairs(lm.tokenizer, splits.val)
+    row = evaluate(lm, encoded, intervention, 2.0, per_token=True).summary().to_pylist()[0]
+    assert metrics["pref_odds"] == pytest.approx(row["pref_odds"], abs=1e-5)
+    assert metrics["util_drop"] == pytest.approx(baseline["val_util_odds"] - row["util_odds"])

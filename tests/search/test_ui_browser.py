@@ -1,5 +1,6 @@
-"""After a tiny search, a real headless Chromium browses the MLflow UI that `steerfront ui`
-serves: the parent run, a child run, and the parent's pareto.png artifact."""
+"""After a tiny judged search, a real headless Chromium browses the MLflow UI that
+`steerfront ui` serves: the parent run, a child run, the parent's pareto.png artifact and one
+generated text in its table of judged generations."""
 
 import json
 import re
@@ -11,6 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import free_port
 
@@ -47,10 +49,11 @@ def browse(url: str, profile: Path, screenshot: Path | None = None) -> str:
     return re.sub(r"<[^>]+>", "", result.stdout)
 
 
-def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
+def test_mlflow_ui_shows_the_search(tmp_path, talking_model_dir, capsys):
     runs = tmp_path / "runs"
-    flags = ["--model", str(tiny_model_dir), "--storage", str(runs), "--name", "browsed"]
+    flags = ["--model", str(talking_model_dir), "--storage", str(runs), "--name", "browsed"]
     flags += ["--trials", "2", "--layers", "1", "--forms", "vector", "--objectives", "diffmean"]
+    flags += ["--judge", "local", "--judge-points", "1", "--max-new-tokens", "8"]
     assert main(["search", *flags, "--json", "-q"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     parent = summary["mlflow_parent_run_id"]
@@ -72,10 +75,11 @@ def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
         children = client.search_runs(
             [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
         )
-        assert len(children) == 2
+        trials = [c for c in children if "steerfront.trial_id" in c.data.tags]
+        assert len(trials) == 2  # and a run of its own for a judged dense point, if any
 
         runs_page = browse(f"{base}/#/experiments/{experiment}/runs", tmp_path / "p1")
-        assert "browsed" in runs_page and "3 matching runs" in runs_page
+        assert "browsed" in runs_page and f"{len(children) + 1} matching runs" in runs_page
         child_page = browse(
             f"{base}/#/experiments/{experiment}/runs/{children[0].info.run_id}", tmp_path / "p2"
         )
@@ -90,6 +94,10 @@ def test_mlflow_ui_shows_the_search(tmp_path, tiny_model_dir, capsys):
             f"{base}/get-artifact?path=pareto.png&run_uuid={parent}", timeout=30
         ).read()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        texts = pq.read_table(runs / "browsed" / "judge" / "generations.parquet")["text"]
+        text = next(t for t in texts.to_pylist() if t.isalnum())  # a tiny model's bytes: plain ones
+        table = f"{base}/#/experiments/{experiment}/runs/{parent}/artifacts/judge/generations.json"
+        assert text in browse(table, tmp_path / "p5")  # shown as a table, one row per text
     finally:
         ui.send_signal(signal.SIGINT)
         assert ui.wait(timeout=30) in (0, 130)

@@ -1,0 +1,274 @@
+"""Judged generations end to end on a tiny model: `search --judge local` (the driver loads no
+model), `judge` again (nothing generated twice), the files, MLflow, `best --rule judged`, the
+llm judge through a real llama.cpp server, and bad input."""
+
+import contextlib
+import io
+import json
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import free_port, start_llama_server, stop_server
+from mlflow.tracking import MlflowClient
+from test_search import refuse_models
+
+from steerfront.cli import main
+from steerfront.data import load_concept
+from steerfront.scoring.judge.rubrics import load_rubric
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory, talking_model_dir):
+    """A 4-trial search (one training, four values of m) judged by the local judge when it
+    ends: two front points and the unsteered model, the concept's test prompts."""
+    tmp_path = tmp_path_factory.mktemp("judged")
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {"forms": ["vector"], "objectives": ["diffmean"], "layers": [1], "m": [0.0, 8.0]}
+        )
+    )
+    runs = str(tmp_path / "runs")
+    with pytest.MonkeyPatch.context() as patch:
+        loads = refuse_models(patch)
+        status, out, err = run(
+            "search", "--model", str(talking_model_dir), "--storage", runs, "--space", str(space),
+            "--trials", "4", "--name", "j1", "--concurrency", "1", "--dtype", "float32",
+            "--judge", "local", "--judge-points", "2", "--max-new-tokens", "6", "--json",
+        )  # fmt: skip
+    assert status == 0 and loads == [], err[-2000:]
+    return tmp_path, json.loads(out.strip().splitlines()[-1]), err
+
+
+def front_of(tmp_path):
+    from steerfront.search.best import read_front
+
+    return read_front(tmp_path / "runs" / "j1")
+
+
+def test_search_json_carries_the_judged_points_and_agreement(judged):
+    tmp_path, summary, err = judged
+    assert summary["judge"] == "local"
+    points = summary["judged"]
+    front = front_of(tmp_path)
+    spread = [front[0], front[-1]] if len(front) > 1 else front  # the front's ends
+    assert [p["point"] for p in points] == list(range(len(spread) + 1))
+    assert [p["m"] for p in points] == [0.0, *(r["m"] for r in spread)]
+    assert points[0]["form"] is None  # the unsteered model
+    for p in points:
+        assert {"m", "pref_odds", "util_odds", "concept", "fluency", "instruction"} <= set(p)
+        assert 0 <= p["concept"] <= 1 and 0 <= p["fluency"] <= 1
+    assert set(summary["agreement"]) == {"pref_concept", "util_fluency"}
+    assert 0 <= summary["probe_accuracy"] <= 1
+    assert f"judge local: {len(spread)} points and the unsteered model" in err
+
+
+def test_results_files(judged):
+    tmp_path, summary, _ = judged
+    folder = tmp_path / "runs" / "j1" / "judge"
+    generations = pq.read_table(folder / "generations.parquet").to_pylist()
+    prompts = {g["prompt"] for g in generations}
+    n = len(summary["judged"])
+    assert len(generations) == n * len(prompts) and len(prompts) > 5
+    assert all(g["text"] and g["concept"] is not None for g in generations)
+    row = generations[-1]
+    assert {"point", "form", "objective", "layer", "m", "prompt", "sample", "text", "judge",
+            "concept", "fluency", "instruction", "nll", "repetition"} <= set(row)  # fmt: skip
+    judged_rows = pq.read_table(folder / "judged.parquet").to_pylist()
+    assert [r["point"] for r in judged_rows] == list(range(n))
+    assert {"pref_odds", "util_odds", "concept", "concept_se", "fluency_se", "n"} <= set(
+        judged_rows[1]
+    )
+    assert (folder / "judged.png").read_bytes()[:4] == b"\x89PNG"
+    train = {p.prompt for p in load_concept("agreeableness").split(0.2, 0.2, 0).train}
+    assert not prompts & train  # test prompts only
+
+
+def parent_run(tmp_path):
+    """The MLflow client of the search's store, and its parent run's id."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("steerfront").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.`steerfront.search` = 'j1'")
+    return client, runs[0].info.run_id
+
+
+def generations_table(client, parent):
+    with open(client.download_artifacts(parent, "judge/generations.json")) as handle:
+        return json.load(handle)
+
+
+def test_mlflow_gets_judge_metrics_and_the_generations_table(judged):
+    tmp_path, summary, _ = judged
+    client, parent = parent_run(tmp_path)
+    metrics = client.get_run(parent).data.metrics
+    assert "judge_unsteered_concept" in metrics and "judge_unsteered_fluency" in metrics
+    for key, value in summary["agreement"].items():
+        assert value is None or metrics[f"judge_agreement_{key}"] == pytest.approx(value)
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+    )
+    judged_children = [c for c in children if "judge_concept" in c.data.metrics]
+    assert len(judged_children) == len(summary["judged"]) - 1
+    artifacts = {a.path for a in client.list_artifacts(parent, "judge")}
+    assert {"judge/generations.json", "judge/judged.parquet", "judge/judged.png"} <= artifacts
+    table = generations_table(client, parent)
+    prompts = {r[table["columns"].index("prompt")] for r in table["data"]}
+    assert "text" in table["columns"]
+    assert len(table["data"]) == len(summary["judged"]) * len(prompts)
+
+
+def test_judging_again_generates_nothing_and_logs_no_duplicate(judged):
+    tmp_path, summary, _ = judged
+    runs = str(tmp_path / "runs")
+    status, out, err = run("judge", "j1", "--storage", runs, "--judge-points", "2",
+                           "--max-new-tokens", "6", "--json")  # fmt: skip
+    assert status == 0, err
+    assert "0 generations to make" in err
+    again = json.loads(out.strip().splitlines()[-1])
+    assert again["judged"] == summary["judged"]
+    client, parent = parent_run(tmp_path)
+    table = generations_table(client, parent)  # replaced, not appended to
+    rows = pq.read_table(tmp_path / "runs" / "j1" / "judge" / "generations.parquet").num_rows
+    assert len(table["data"]) == rows
+
+
+def test_best_rule_judged_picks_by_concept_within_fluency(judged):
+    tmp_path, _, _ = judged
+    runs = str(tmp_path / "runs")
+    status, out, err = run("best", "j1", "--storage", runs, "--rule", "judged",
+                           "--max-fluency-drop", "1", "--force", "--json")  # fmt: skip
+    assert status == 0, err
+    best = json.loads(out)["best"]
+    rows = pq.read_table(tmp_path / "runs" / "j1" / "judge" / "judged.parquet").to_pylist()
+    assert best["concept"] == max(r["concept"] for r in rows if r["point"])
+    assert (tmp_path / "runs" / "j1" / "best-judged" / "best.yaml").is_file()
+    status, _, err = run("best", "j1", "--storage", runs, "--rule", "judged",
+                         "--max-fluency-drop", "-5", "--out", str(tmp_path / "none"))  # fmt: skip
+    assert status == 2 and "raise --max-fluency-drop" in err and err.count("\n") == 1
+
+
+def test_chosen_points_by_trial_id_and_file(judged):
+    tmp_path, summary, _ = judged
+    runs = str(tmp_path / "runs")
+    trials = pq.read_table(tmp_path / "runs" / "j1" / "trials.parquet").to_pylist()
+    dense = trials[0]["dense_points"][0]
+    points = tmp_path / "points.jsonl"
+    points.write_text(json.dumps({"trial_id": trials[0]["trial_id"], "m": dense["m"]}) + "\n")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"instruction": "Say hi."}\n\n{"prompt": "Count to three."}\n')
+    ids = ",".join(t["trial_id"] for t in trials[1:])
+    for spec, ms in ((str(points), [dense["m"]]), (ids, [t["m"] for t in trials[1:]])):
+        status, out, err = run("judge", "j1", "--storage", runs, "--points", spec, "--prompts",
+                               str(prompts), "--max-new-tokens", "4", "--json")  # fmt: skip
+        assert status == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert [p["m"] for p in result["judged"]] == [0.0, *ms]
+        assert all(p["n"] == 2 for p in result["judged"])
+    assert all(isinstance(v, float) for v in result["agreement"].values())  # 4 points
+
+
+def bad(tmp_path, *flags):
+    started = time.monotonic()
+    status, out, err = run("judge", "j1", "--storage", str(tmp_path / "runs"), *flags)
+    return status, err, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--judge-points", "0"], "--judge-points must be at least 1, not 0"),
+        (["--samples", "0"], "--samples must be at least 1"),
+        (["--temperature", "-1"], "--temperature must be 0 or more"),
+        (["--prompts", "{tmp}/prompts.jsonl"], "prompts.jsonl:2: expected an object"),
+        (["--prompts", "{tmp}/missing.jsonl"], "--prompts {tmp}/missing.jsonl: not readable"),
+        (["--points", "{tmp}/points.jsonl"], 'points.jsonl:1: expected {"trial_id"'),
+        (["--points", "nosuchtrial"], "--points: no finished trial 'nosuchtrial'"),
+        (["--judge", "llm", "--rubric", "kindness"], "--rubric kindness: not a built-in rubric"),
+        (["--judge", "llm", "--rubric", "{tmp}/rubric.yaml"], "lacks the {generation}"),
+        (["--judge", "llm", "--judge-url", "http://127.0.0.1:{port}/v1"], "is unreachable"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(judged, flags, message):
+    tmp_path = judged[0]
+    (tmp_path / "prompts.jsonl").write_text('{"instruction": "ok"}\n{"text": "no"}\n')
+    (tmp_path / "points.jsonl").write_text('{"m": 1}\n')
+    (tmp_path / "rubric.yaml").write_text(
+        yaml.safe_dump({"parse": "rating", "scale": [0, 2], "questions": {"c": "{prompt}"}})
+    )
+    port = free_port()
+    flags = [f.format(tmp=tmp_path, port=port) for f in flags]
+    before = sorted(p.name for p in (tmp_path / "runs" / "j1" / "judge").iterdir())
+    stamp = (tmp_path / "runs" / "j1" / "judge" / "generations.parquet").stat().st_mtime_ns
+    status, err, seconds = bad(tmp_path, *flags)
+    assert status == 2 and err.count("\n") == 1, err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert seconds < 15
+    assert sorted(p.name for p in (tmp_path / "runs" / "j1" / "judge").iterdir()) == before
+    assert (tmp_path / "runs" / "j1" / "judge" / "generations.parquet").stat().st_mtime_ns == stamp
+
+
+def test_llm_judge_pass_through_a_real_server(judged, tmp_path):
+    """The axbench questions (short answers) to llama.cpp's server: every answer kept, the
+    unparsable ones counted, a wrong model name refused before any generation."""
+    runs = str(judged[0] / "runs")
+    source = load_rubric("axbench")
+    rubric = tmp_path / "short.yaml"
+    rubric.write_text(yaml.safe_dump({"parse": "rating", "scale": [0, 2], "combine": "harmonic",
+        "max_tokens": 16, "temperature": 0, "questions": source.questions}))  # fmt: skip
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"instruction": "Say hi."}\n')
+    port = free_port()
+    server = start_llama_server(port, alias="judge")
+    try:
+        common = [
+            "--judge", "llm", "--judge-url", f"http://127.0.0.1:{port}/v1", "--judge-key-env",
+            "STEERFRONT_NO_KEY", "--rubric", str(rubric), "--prompts", str(prompts),
+            "--judge-points", "1", "--max-new-tokens", "4",
+        ]  # fmt: skip
+        status, err, seconds = bad(judged[0], *common, "--judge-model", "gpt-4o")
+        assert status == 2 and "judge model 'gpt-4o' is not served" in err and seconds < 15
+        status, out, err = run("judge", "j1", "--storage", runs, *common, "--judge-model",
+                               "judge", "--json")  # fmt: skip
+        assert status == 0, err
+    finally:
+        stop_server(server)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["judge"] == "llm:short:judge"
+    assert {"concept", "instruction", "fluency", "harmonic"} <= set(result["judged"][0])
+    rows = pq.read_table(judged[0] / "runs" / "j1" / "judge" / "generations.parquet").to_pylist()
+    assert len(rows) == 2 and all(r["fluency_answer"] for r in rows)
+    unparsed = sum(r[q] is None for r in rows for q in ("concept", "instruction", "fluency"))
+    assert result["unparsed"] == unparsed
+
+
+def test_search_resume_finishes_a_judge_pass_that_was_cut_off(judged):
+    """As if the pass stopped after generating a few texts: `search --resume` judges the
+    search's recorded pass again, generating only what is missing."""
+    tmp_path = judged[0]
+    folder = tmp_path / "runs" / "j1" / "judge"
+    recorded = ["--judge-points", "2", "--max-new-tokens", "6"]  # the search's own pass
+    assert run("judge", "j1", "--storage", str(tmp_path / "runs"), *recorded)[0] == 0
+    rows = pq.read_table(folder / "generations.parquet").to_pylist()
+    kept = rows[:5]
+    pq.write_table(pq.read_table(folder / "generations.parquet").slice(0, 5), folder / "g.parquet")
+    (folder / "g.parquet").replace(folder / "generations.parquet")
+    (folder / "judged.parquet").unlink()
+    status, out, err = run("search", "--resume", "j1", "--storage", str(tmp_path / "runs"),
+                           "--json")  # fmt: skip
+    assert status == 0, err[-2000:]
+    assert f"{len(rows) - 5} generations to make, 5 kept" in err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["trials"] == 4 and summary["judged"] == judged[1]["judged"]
+    again = pq.read_table(folder / "generations.parquet").to_pylist()
+    assert [r["text"] for r in again[:5]] == [r["text"] for r in kept]
+    assert (folder / "judged.parquet").is_file()
