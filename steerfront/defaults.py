@@ -71,7 +71,9 @@ SEARCH = {
 
 # Judged generations (`steerfront judge`, `search --judge`): which points, how to generate, and
 # the llm judge's endpoint. `max_fluency_drop` (best --rule judged) is a share of the unsteered
-# model's fluency.
+# model's fluency: on the default model and `sentiment`, the steered points that still write
+# well keep about half of the local judge's fluency (their answers run longer than the
+# unsteered model's one sentence, and repeat more).
 JUDGE = {
     "points": 8,
     "samples": 1,
@@ -82,7 +84,7 @@ JUDGE = {
     "key_env": "OPENAI_API_KEY",
     "rubric": "axbench",
     "concurrency": 8,
-    "max_fluency_drop": 0.2,
+    "max_fluency_drop": 0.5,
 }
 # The built-in concepts in words, for the llm judge's questions (`--concept-text` overrides).
 CONCEPT_TEXT = {

@@ -389,7 +389,12 @@ def print_judged(summary: dict) -> None:
     shown = summary["examples"]
     if shown["picked"] is not None:
         p = shown["picked"]
-        print(f"\npicked (best --rule judged): point {p['point']}, {p['form']} {p['objective']} "
+        why = {
+            "judged": "best --rule judged",
+            "max-pref": "the search's pick, best --rule max-pref: no judged point keeps "
+            "enough fluency for --rule judged",
+        }[shown["rule"]]
+        print(f"\npicked ({why}): point {p['point']}, {p['form']} {p['objective']} "
               f"layer {p['layer']} m {p['m']:.3g}")  # fmt: skip
         for pair in shown["rows"]:
             print(f"\nprompt: {pair['prompt']}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from steerfront.defaults import CONCEPT_TEXT, JUDGE
+from steerfront.defaults import CONCEPT_TEXT, JUDGE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
 from steerfront.scoring.judge import JUDGES
@@ -333,7 +333,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "probe_accuracy": probe_accuracy,
         "unparsed": unparsed,
         "unparsed_example": next((_unparsed(r, names) for r in rows if _unparsed(r, names)), None),
-        "examples": examples(rows, judged, names),
+        "examples": examples(rows, judged, names, _searched_pick(folder, settings)),
         "judge_folder": str(out),
     }
 
@@ -435,15 +435,21 @@ def _unparsed(row: dict, names: list[str]) -> str | None:
     return row[f"{missing[0]}_answer"] if missing else None
 
 
-def examples(rows: list[dict], judged: list[dict], names: list[str], count: int = 2) -> dict:
-    """For the point `best --rule judged` picks (if any) and the unsteered model: the first
-    `count` prompts' generations (sample 0) with their scores."""
+def examples(
+    rows: list[dict], judged: list[dict], names: list[str], searched: dict | None, count: int = 2
+) -> dict:
+    """The first `count` prompts' generations (sample 0), with their scores, of the unsteered
+    model and of the picked point: the one `best --rule judged` picks, else (no judged point
+    keeps enough fluency) the search's own pick `searched`, when it was judged."""
     from steerfront.search.best import pick_judged
 
     try:
-        picked = pick_judged(judged)
+        picked, rule = pick_judged(judged), "judged"
     except SteerfrontError:
-        return {"picked": None, "rows": []}
+        same = [r for r in judged if searched and _same_point(r, searched)]
+        picked, rule = (same[0], "max-pref") if same else (None, None)
+    if picked is None:
+        return {"picked": None, "rule": None, "rows": []}
     shown = []
     for prompt in list(dict.fromkeys(r["prompt"] for r in rows))[:count]:
         pair = {"prompt": prompt}
@@ -453,7 +459,24 @@ def examples(rows: list[dict], judged: list[dict], names: list[str], count: int 
             )
             pair[side] = {"text": row["text"], **{n: row.get(n) for n in names}}
         shown.append(pair)
-    return {"picked": _summary(picked, names), "rows": shown}
+    return {"picked": _summary(picked, names), "rule": rule, "rows": shown}
+
+
+def _same_point(a: dict, b: dict) -> bool:
+    return a.get("trial_id") == b.get("trial_id") and math.isclose(a["m"], b["m"], abs_tol=1e-9)
+
+
+def _searched_pick(folder: Path, settings: SearchSettings) -> dict | None:
+    """The point the search itself picks (`best`'s default rule), or None."""
+    from steerfront.search.best import pick
+
+    try:
+        return pick(
+            read_front(folder),
+            max_util_drop=settings.extra.get("max_util_drop", SEARCH["max_util_drop"]),
+        )
+    except SteerfrontError:
+        return None
 
 
 def plot_judged(front: list[dict], judged: list[dict], path: Path) -> None:

@@ -1,10 +1,11 @@
 """The `local` judge: no network and no second model, only the unsteered model itself.
 
 - fluency: `nll`, the per-token negative log-likelihood of the generation under the unsteered
-  model, and `repetition`, the share of the generation's word trigrams that already occurred
-  in it (a loop is predictable, so its NLL is low: repetition catches it). `fluency` combines
-  them as `exp(-nll) * (1 - repetition)`: the geometric-mean token probability, times the share
-  of fresh trigrams (0 to 1, higher is better);
+  model, and `repetition`, the share of the generation's trigrams (of words, punctuation marks
+  and line breaks) that already occurred in it (a loop is predictable, so its NLL is low:
+  repetition catches it). `fluency` combines them as `exp(-nll) * (1 - repetition)`: the
+  geometric-mean token probability, times the share of fresh trigrams (0 to 1, higher is
+  better);
 - concept: a logistic-regression probe on the unsteered model's activations (middle layer,
   averaged over the text's tokens), fitted on the concept's training completions, positive
   against negative; `concept` is its probability that a generation is positive. Its held-out
@@ -30,7 +31,7 @@ from steerfront.memory import tokens_per_batch
 PROBE_WARNING = 0.8  # a probe less accurate than this on held-out pairs is flagged
 PROBE_HELD_OUT = 0.2  # share of training pairs held out to measure the probe
 PROBE_L2 = 1e-2  # ridge penalty on the standardized features
-NGRAM = 3  # word n-grams counted for repetition
+NGRAM = 3  # n-grams counted for repetition
 SCORES = ("concept", "fluency", "instruction", "nll", "repetition")
 
 
@@ -184,7 +185,8 @@ class Probe:
 
 
 def repeated_share(text: str) -> float:
-    """The share of word `NGRAM`-grams that already occurred earlier in `text`."""
-    words = re.findall(r"\w+", text.lower())
+    """The share of `NGRAM`-grams of words, punctuation marks and line breaks that already
+    occurred earlier in `text` (line breaks count, so a loop of empty lines is a loop)."""
+    words = re.findall(r"\w+|[^\w\s]|\n", text.lower())
     grams = [tuple(words[i : i + NGRAM]) for i in range(len(words) - NGRAM + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
