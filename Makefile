@@ -23,9 +23,11 @@ $(LLAMA): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --quiet -e '.[test,llama]'
 	touch $(LLAMA)
 
-# The search on a concept the default model visibly moves on, then the local judge's pass.
+# A short search on a concept the default model visibly moves on (8 trials of 32 training
+# steps: about 20 minutes on 2 CPU cores), then the local judge's pass over 4 front points.
 demo: $(STAMP)
-	$(VENV)/bin/steerfront search --concept sentiment --judge local
+	$(VENV)/bin/steerfront search --concept sentiment --trials 8 --steps 32 \
+		--judge local --judge-points 4 --max-new-tokens 64
 
 test: $(STAMP) $(LLAMA)
 	$(VENV)/bin/ruff check .

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -46,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from steerfront.data import EncodedPair  # noqa: E402
 from steerfront.lm import LM, choose_kernel  # noqa: E402
-from steerfront.memory import CUDA_CONTEXT, trial_memory  # noqa: E402
+from steerfront.memory import CUDA_CONTEXT, device_memory, proc_bytes, trial_memory  # noqa: E402
 from steerfront.methods.interventions import init_intervention  # noqa: E402
 from steerfront.methods.objectives import Objective, TrainSpec  # noqa: E402
 from steerfront.methods.train import train  # noqa: E402
@@ -139,29 +138,12 @@ def _rss_reset() -> None:
 
 def _rss_peak() -> int:
     """Peak RSS in bytes since the last reset (else since the start)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = proc_bytes("/proc/self/status", "VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _rss_now() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def device_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
 def main(argv: list[str] | None = None) -> dict:

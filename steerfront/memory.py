@@ -26,6 +26,7 @@ from steerfront.errors import SteerfrontError
 
 T = TypeVar("T")
 GB = 1e9
+PAGE = os.sysconf("SC_PAGE_SIZE")
 # A batch's activations may take this share of the free memory (the rest: the allocator's
 # fragmentation, kernels' workspace, the logits).
 ACTIVATION_SHARE = 0.5
@@ -47,7 +48,7 @@ def device_memory(device: torch.device) -> int:
     """The device's memory in bytes: the GPU's, or the machine's RAM."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return os.sysconf("SC_PHYS_PAGES") * PAGE
 
 
 def free_memory(device: torch.device) -> int:
@@ -60,13 +61,20 @@ def free_memory(device: torch.device) -> int:
         held = torch.cuda.memory_reserved(device) - allocated
         share = torch.cuda.get_per_process_memory_fraction(device)
         return max(0, min(free + held, int(share * total) - allocated))
+    available = proc_bytes("/proc/meminfo", "MemAvailable")
+    return available if available is not None else os.sysconf("SC_AVPHYS_PAGES") * PAGE
+
+
+def proc_bytes(path: str, field: str) -> int | None:
+    """A size the kernel reports in kB in a /proc file (`MemAvailable`, `VmRSS`), in bytes;
+    None off Linux."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return None
 
 
 def layer_bytes(config: object, dtype: torch.dtype, width: int) -> int:

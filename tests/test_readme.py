@@ -61,6 +61,15 @@ def test_reference_commands_parse():
         build_parser().parse_args(shlex.split(line)[1:])
 
 
+def test_the_demo_command_parses():
+    """`make demo` runs a command the CLI accepts (the demo itself is too long for a test)."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    line = next(line for line in recipe.splitlines() if "steerfront " in line)
+    args = build_parser().parse_args(shlex.split(line.split("steerfront ", 1)[1]))
+    assert (args.command, args.concept, args.judge) == ("search", "sentiment", "local")
+
+
 def check_ui(argv: list[str]) -> None:
     """`steerfront ui` serves, prints its URL, and stops on Ctrl-C."""
     port = "5077"
