@@ -47,10 +47,10 @@ def test_search_spreads_over_nodes_shares_the_cache_and_tracks_to_a_server(
 
     trials = pq.read_table(storage / "multi" / "trials.parquet").to_pylist()
     assert len(trials) == 8 and all(t["status"] == "done" for t in trials)
-    assert len({t["node"] for t in trials}) == 2, "trials ran on one node only"
+    nodes = {t["node"] for t in trials}
+    assert len(nodes) == 2, "trials ran on one node only"
     # One training key: each node trains it at most once (two nodes that start together both
     # train it, as the README says), every other trial reuses it, and the shared storage holds it.
-    nodes = {t["node"] for t in trials}
     assert {t["trained_on"] for t in trials} <= nodes
     assert sum(not t["cache_hit"] for t in trials) <= len(nodes)
     assert len(list((storage / "multi" / "cache").glob("*.safetensors"))) == 1
