@@ -286,6 +286,8 @@ def _tune(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from steerfront.search.samplers import make_sampler
+
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -309,22 +311,13 @@ def _tune(
     if resume:
         tuner = tune.Tuner.restore(store.uri or str(store.local), trainable, resume_errored=False)
     else:
-        samplers = {
-            "tpe": lambda: optuna.samplers.TPESampler(seed=settings.seed),
-            # A generation per quarter of the budget (Optuna's 50 would leave a small search
-            # in its random first generation).
-            "nsga2": lambda: optuna.samplers.NSGAIISampler(
-                population_size=min(50, max(4, settings.trials // 4)), seed=settings.seed
-            ),
-            "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
-        }
         sampler = Sampler(space, layers)
         search = OptunaSearch(
             sampler,
             points_to_evaluate=sampler.first_points(),
             metric=["pref_odds", "util_odds"],
             mode=["max", "max"],
-            sampler=samplers[settings.sampler](),
+            sampler=make_sampler(settings.sampler, settings.trials, settings.seed),
         )
         concurrency = settings.concurrency or _slots(settings)
         tuner = tune.Tuner(
