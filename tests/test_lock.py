@@ -33,4 +33,3 @@ def test_every_dependency_is_pinned_within_its_range():
         assert spec.specifier.contains(pins[name], prereleases=True), (
             f"requirements.lock pins {spec.name}=={pins[name]}, outside {spec.specifier}"
         )
-
