@@ -137,13 +137,14 @@ def _within(idx: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
 
 
 def batch_tokens(
-    lm: LM, encoded: list[EncodedPair], stored_layers: int = 0, copies: int = 1
+    lm: LM, encoded: list[EncodedPair], stored_layers: int = 0, copies: int = 1, kept: int = 0
 ) -> int:
     """Padded tokens per batch of `encoded` on `lm`'s device (`memory.tokens_per_batch`, rows
     as long as the longest packed pair), each batch run `copies` times at once (training's add
-    and sub rows) through `stored_layers` layers that keep activations for backward."""
+    and sub rows) through `stored_layers` layers that keep activations for backward, keeping
+    `kept` bytes a token beside."""
     width = max(len(e.prompt) + len(e.positive) + len(e.negative) for e in encoded)
-    return tokens_per_batch(lm.config, lm.dtype, lm.device, width, stored_layers, copies)
+    return tokens_per_batch(lm.config, lm.dtype, lm.device, width, stored_layers, copies, kept)
 
 
 def pack(

@@ -28,7 +28,8 @@ T = TypeVar("T")
 GB = 1e9
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # A batch's activations may take this share of the free memory (the rest: the allocator's
-# fragmentation, kernels' workspace, the logits).
+# fragmentation, kernels' workspace, the logits). Only how much runs at once follows it, never
+# what is computed (tests/test_reproducible.py lowers it to put a tiny model under pressure).
 ACTIVATION_SHARE = 0.5
 # On a CPU a batch of this many padded tokens keeps the cores busy; larger ones only fall out of
 # the CPU's caches (measured with bench/scoring_speed.py), so the CPU's budget stops here.
@@ -42,6 +43,26 @@ CUDA_CONTEXT = int(0.5 * GB)
 # Adam's bytes per trainable parameter: the fp32 parameter, its gradient, two moments and the
 # best parameters kept for early stopping.
 OPTIMIZER_BYTES = 5 * 4
+
+
+# This process's share of a CPU machine's free RAM: its CPUs over the machine's. A search's
+# CPU workers set theirs (`set_cpu_share`), so that trials side by side do not each budget the
+# whole; a process alone on the machine keeps 1. (On a GPU, the share is the process's memory
+# fraction, which `free_memory` already reads.)
+_CPU_SHARE = 1.0
+
+
+def set_cpu_share(share: float) -> None:
+    """Budget this process's batches within `share` (0 to 1) of a CPU machine's free RAM."""
+    global _CPU_SHARE
+    _CPU_SHARE = min(1.0, max(share, 0.0))
+
+
+def activation_budget(device: torch.device) -> int:
+    """Bytes a batch's activations may take now: `ACTIVATION_SHARE` of the free memory (on a
+    CPU, of this process's share of it)."""
+    share = ACTIVATION_SHARE * (_CPU_SHARE if device.type == "cpu" else 1.0)
+    return int(share * free_memory(device))
 
 
 def device_memory(device: torch.device) -> int:
@@ -110,9 +131,11 @@ def tokens_per_batch(
 ) -> int:
     """Padded tokens per batch, each run `copies` times at once and keeping `kept` bytes a
     token beside (every layer's hidden states, say): `ACTIVATION_SHARE` of the free memory
-    over their cost (at least one row); on a CPU no more than `CPU_TOKENS`."""
+    over their cost (`activation_budget`; at least one row); on a CPU no more than
+    `CPU_TOKENS`. It says how a batch is cut, and callers keep what they compute independent
+    of it (the free memory changes with whatever else runs)."""
     per_token = copies * token_bytes(config, dtype, width, stored_layers) + kept
-    tokens = int(ACTIVATION_SHARE * free_memory(device)) // per_token
+    tokens = activation_budget(device) // per_token
     if device.type == "cpu":
         tokens = min(tokens, CPU_TOKENS)
     return max(tokens, width)
@@ -121,13 +144,13 @@ def tokens_per_batch(
 def generation_rows(config: object, dtype: torch.dtype, device: torch.device, length: int) -> int:
     """Rows decoded at once, each up to `length` tokens (prompt and answer): per row its KV
     cache, the prompt's pass through one layer and the logits at one position, within
-    `ACTIVATION_SHARE` of the free memory; on a CPU no more than `CPU_ROWS`."""
+    `activation_budget`; on a CPU no more than `CPU_ROWS`."""
     size = torch.finfo(dtype).bits // 8
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv = 2 * config.num_hidden_layers * heads * head_dim * size * length
     per_row = kv + length * layer_bytes(config, dtype, length) + (size + 8) * config.vocab_size
-    rows = int(ACTIVATION_SHARE * free_memory(device)) // per_row
+    rows = activation_budget(device) // per_row
     if device.type == "cpu":
         rows = min(rows, CPU_ROWS)
     return max(rows, 1)

@@ -243,3 +243,40 @@ def test_a_search_refuses_a_gpu_share_before_the_model_loads(tmp_path, monkeypat
     space = load_space(None, {"layers": [20], "forms": ["lora"]})
     with pytest.raises(SteerfrontError, match=r"^--gpus-per-trial 0\.5 gives a trial 12\.9 GB"):
         worker.unsteered(setup, space)
+
+
+@pytest.fixture(autouse=True)
+def whole_machine(monkeypatch):
+    """A search worker run in this process (tests/search) sets its CPU share; the budgets
+    here are a process alone on the machine, unless a test sets another."""
+    monkeypatch.setattr(memory, "_CPU_SHARE", 1.0)
+
+
+def test_a_cpu_worker_budgets_its_share_of_the_free_memory(monkeypatch):
+    config, cpu, gpu = config_of("llama3.1-8b"), torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(memory, "free_memory", lambda _device: int(2 * GB))
+    whole = tokens_per_batch(config, torch.float32, cpu, 100)
+    rows = memory.generation_rows(config, torch.float32, cpu, 600)
+    on_gpu = tokens_per_batch(config, torch.bfloat16, gpu, 100)
+    memory.set_cpu_share(0.25)  # one CPU of four
+    per_token = token_bytes(config, torch.float32, 100)
+    assert whole == int(ACTIVATION_SHARE * 2 * GB) // per_token
+    assert (
+        tokens_per_batch(config, torch.float32, cpu, 100)
+        == int(ACTIVATION_SHARE * 0.25 * 2 * GB) // per_token
+    )
+    assert memory.generation_rows(config, torch.float32, cpu, 600) in (rows // 4, rows // 4 + 1)
+    assert tokens_per_batch(config, torch.bfloat16, gpu, 100) == on_gpu  # a GPU's own share
+
+
+def test_a_search_worker_on_a_cpu_takes_its_share(tiny_model_dir, tmp_path):
+    import os
+
+    from steerfront.search.trial import SearchSetup
+
+    setup = SearchSetup(
+        str(tiny_model_dir), "sentiment", None, 0.2, 0.2, 0, str(tmp_path), "s", {},
+        device="cpu", cpus_per_trial=1.0,
+    )  # fmt: skip
+    setup.load()
+    assert memory._CPU_SHARE == min(1.0, 1 / (os.cpu_count() or 1))

@@ -3,11 +3,19 @@
 Training rows come in pairs (reference code): an "add" row (winning = A_p, factor +a) and a
 "sub" row (winning = A_n, factor -a), with `a` drawn per row and step from the training factors.
 Only the intervention's parameters train; the model stays frozen.
+
+What a training computes depends on its spec and data alone, never on the memory free when it
+runs: a step's batch is `batch_size` pairs (length-sorted, in an order the seed shuffles), and
+the free memory only decides into how many micro-batches that batch is cut. The loss is a
+function of each row's summed log-probabilities, so a step cut into pieces accumulates exactly
+the gradient of the whole batch's loss (up to fp32 round-off).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,20 +62,28 @@ def fit(lm: LM, pairs: PairSet, spec: TrainSpec, progress: bool = False) -> Inte
 def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
     """Mean over pairs of (positive - negative) block outputs, averaged over completion tokens.
 
-    One pass yields every layer's vector: shape (n_layers, hidden_size).
+    One pass yields every layer's vector: shape (n_layers, hidden_size). Each block's output is
+    reduced to its per-pair difference as it comes out, so a batch keeps no more than one
+    layer's activations (and an fp32 copy of its output) at a time.
     """
-    outputs: list[torch.Tensor] = []
-
-    def grab(_module: torch.nn.Module, _args: tuple, output: object) -> None:
-        outputs.append(output[0] if isinstance(output, tuple) else output)
-
-    handles = [layer.register_forward_hook(grab) for layer in lm.layers]
     total = torch.zeros(lm.n_layers, lm.hidden_size, dtype=torch.float32, device=lm.device)
-    tokens = batch_tokens(lm, encoded, stored_layers=lm.n_layers)  # every block's output kept
+    spans: dict[str, torch.Tensor] = {}
+
+    def grab(index: int) -> Callable:
+        def hook(_module: torch.nn.Module, _args: tuple, output: object) -> None:
+            acts = (output[0] if isinstance(output, tuple) else output).float()
+            diff = _span_mean(acts, spans["pos"]) - _span_mean(acts, spans["neg"])
+            total[index] += diff.sum(0)
+
+        return hook
+
+    handles = [layer.register_forward_hook(grab(i)) for i, layer in enumerate(lm.layers)]
+    # A layer's working activations, and the fp32 copy of its output the hook reduces.
+    tokens = batch_tokens(lm, encoded, kept=4 * lm.hidden_size)
     try:
         for batch in pack(encoded, tokens, full_completions=True):
             batch = batch.to(lm.device)
-            outputs.clear()
+            spans.update(pos=batch.pos_span, neg=batch.neg_span)
             mask = batch.mask(lm.dtype)
             with lm.windows(mask, batch.position_ids):
                 lm.model.model(
@@ -76,8 +92,6 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
                     position_ids=batch.position_ids,
                     use_cache=False,
                 )
-            acts = torch.stack(outputs).float()  # (layers, B, T, d)
-            total += (_span_mean(acts, batch.pos_span) - _span_mean(acts, batch.neg_span)).sum(1)
     finally:
         for handle in handles:
             handle.remove()
@@ -85,10 +99,11 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
 
 
 def _span_mean(acts: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
-    idx = torch.arange(acts.shape[2], device=acts.device)
+    """Per row, the mean of `acts` (B, T, d) over the positions `span` (B, 2) covers."""
+    idx = torch.arange(acts.shape[1], device=acts.device)
     weights = ((idx[None] >= span[:, :1]) & (idx[None] < span[:, 1:])).to(acts.dtype)
     weights = weights / weights.sum(1, keepdim=True)
-    return torch.einsum("lbtd,bt->lbd", acts, weights)
+    return torch.einsum("btd,bt->bd", acts, weights)
 
 
 def train(
@@ -135,13 +150,12 @@ def train(
                 order = torch.randperm(len(fitting.batches), generator=generator).tolist()
             i = order.pop(0)
             m = _draw(len(fitting.batches[i]), factors, generator)
-            loss = fitting.loss(intervention, i, m)
+            optimizer.zero_grad(set_to_none=True)
+            loss = fitting.step(intervention, i, m)
             if not torch.isfinite(loss):
                 raise SteerfrontError(
                     f"training stopped at step {step}: {spec.objective.name} loss is {loss.item()}"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
@@ -180,7 +194,12 @@ def _draw(pairs: int, factors: torch.Tensor, generator: torch.Generator) -> torc
 
 class _Rows:
     """Training batches with what their loss needs: the frozen prefix, the shared prompt
-    length and, for RePS, the unsteered log-probabilities."""
+    length and, for RePS, the unsteered log-probabilities.
+
+    `batches` are the logical batches, `spec.batch_size` pairs each whatever the memory; each
+    is cut into `pieces` (micro-batches of whole pairs, trimmed to their own width) as many as
+    the free memory holds at once, and the prefix and reference are kept per piece.
+    """
 
     def __init__(
         self,
@@ -191,27 +210,41 @@ class _Rows:
         use_frozen_prefix: bool,
     ) -> None:
         self.lm, self.objective, self.start = lm, spec.objective, start
-        # A step's activations: each pair an add and a sub row, through layers start..L-1.
-        tokens = batch_tokens(lm, encoded, stored_layers=lm.n_layers - start, copies=2)
-        self.batches = [b.to(lm.device) for b in pack(encoded, tokens, max_rows=spec.batch_size)]
-        self.hidden = (
-            frozen_prefix(lm, self.batches, start)
-            if use_frozen_prefix
-            else [None] * len(self.batches)
-        )
+        batches = pack(encoded, sys.maxsize, max_rows=spec.batch_size)
+        self.batches = [b.to(lm.device) for b in batches]
+        tokens = micro_tokens(lm, encoded, start)
+        self.pieces = [
+            [(s, min(s + k, len(b))) for s in range(0, len(b), k)]
+            for b in self.batches
+            for k in [max(1, tokens // b.input_ids.shape[1])]
+        ]
+        self.parts = [
+            [b.select(slice(*cut)) for cut in cuts]
+            for b, cuts in zip(self.batches, self.pieces, strict=True)
+        ]
+        self.hidden = [
+            frozen_prefix(lm, parts, start) if use_frozen_prefix else [None] * len(parts)
+            for parts in self.parts
+        ]
         self.shared = shared_prompt_length(encoded) if use_frozen_prefix else 0
         self.reference = (
-            _unsteered(lm, self.batches, self.hidden, start)
+            [
+                _unsteered(lm, parts, h, start)
+                for parts, h in zip(self.parts, self.hidden, strict=True)
+            ]
             if self.objective.name == "reps"
             else None
         )
 
-    def loss(self, intervention: Intervention, i: int, m: torch.Tensor) -> torch.Tensor:
-        """The objective on batch `i` as add and sub rows at per-row strengths `m`."""
+    def _piece_sums(
+        self, intervention: Intervention, i: int, j: int, m: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of piece `j` of batch `i` as add and sub rows at per-row strengths `m`:
+        the summed log-probabilities of the positive and of the negative completion."""
         lm, start, n = self.lm, self.start, self.shared
-        rows = self.batches[i].repeat(2)  # add row, then sub row, for every pair
+        rows = self.parts[i][j].repeat(2)  # add row, then sub row, for every pair
         m = m.to(lm.device)
-        h, shared = self.hidden[i], None
+        h, shared = self.hidden[i][j], None
         if h is not None and n:  # the shared prompt tokens once per value of m
             values, which = m.unique(return_inverse=True)
             intervention.m = values
@@ -221,9 +254,63 @@ class _Rows:
         if h is not None:
             h = intervention.enter(h[:, n:].repeat_interleave(2, dim=0))
         lp, ln = completion_logprobs(lm, rows, start, h, shared)
-        ref = None if self.reference is None else self.reference[i].repeat_interleave(2, dim=0)
-        add = torch.arange(len(m), device=m.device) % 2 == 0
-        return _loss(self.objective, rows, lp, ln, add, ref)
+        return lp.sum(1), ln.sum(1)
+
+    def _sums(self, intervention: Intervention, i: int, m: torch.Tensor) -> list[tuple]:
+        """`_piece_sums` of every piece of batch `i` (rows `2a..2b` of `m` for pairs a..b)."""
+        return [
+            self._piece_sums(intervention, i, j, m[2 * a : 2 * b])
+            for j, (a, b) in enumerate(self.pieces[i])
+        ]
+
+    def _objective(self, i: int, sums: list[tuple], m: torch.Tensor) -> torch.Tensor:
+        """The objective on the whole of batch `i` from its pieces' per-row sums."""
+        rows = self.batches[i].repeat(2)
+        sum_pos = torch.cat([p for p, _ in sums])
+        sum_neg = torch.cat([n for _, n in sums])
+        ref = None
+        if self.reference is not None:
+            ref = torch.cat(self.reference[i]).repeat_interleave(2, dim=0)
+        add = torch.arange(len(m), device=sum_pos.device) % 2 == 0
+        n_pos, n_neg = rows.pos_valid.sum(1), rows.neg_valid.sum(1)
+        return _loss(self.objective, n_pos, n_neg, sum_pos, sum_neg, add, ref)
+
+    def loss(self, intervention: Intervention, i: int, m: torch.Tensor) -> torch.Tensor:
+        """The objective on batch `i` as add and sub rows at per-row strengths `m` (every
+        piece at once: for a value, under `torch.no_grad`)."""
+        return self._objective(i, self._sums(intervention, i, m), m)
+
+    def step(self, intervention: Intervention, i: int, m: torch.Tensor) -> torch.Tensor:
+        """The objective on batch `i` (detached), its gradient added to the parameters'.
+
+        A batch in one piece runs once. A batch in several first measures every row's sums
+        without a graph; the whole batch's loss then gives each row's weight (d loss / d sum),
+        and each piece runs again and adds the gradient of its rows' weighted sums: by the
+        chain rule, the whole batch's gradient, whatever the cut.
+        """
+        if len(self.pieces[i]) == 1:
+            loss = self.loss(intervention, i, m)
+            loss.backward()
+            return loss.detach()
+        with torch.no_grad():
+            sums = self._sums(intervention, i, m)
+        leaves = [(p.clone().requires_grad_(True), n.clone().requires_grad_(True)) for p, n in sums]
+        loss = self._objective(i, leaves, m)
+        if not torch.isfinite(loss):
+            return loss.detach()
+        weights = torch.autograd.grad(loss, [t for pair in leaves for t in pair])
+        for j, (a, b) in enumerate(self.pieces[i]):
+            sum_pos, sum_neg = self._piece_sums(intervention, i, j, m[2 * a : 2 * b])
+            w_pos, w_neg = weights[2 * j], weights[2 * j + 1]
+            ((w_pos * sum_pos).sum() + (w_neg * sum_neg).sum()).backward()
+        return loss.detach()
+
+
+def micro_tokens(lm: LM, encoded: list[EncodedPair], start: int) -> int:
+    """Padded tokens a training micro-batch may hold on `lm`'s device now: each pair an add
+    and a sub row, kept for backward through layers `start..L-1` (`memory.tokens_per_batch`).
+    It decides only how a step's batch is cut, never what the step computes."""
+    return batch_tokens(lm, encoded, stored_layers=lm.n_layers - start, copies=2)
 
 
 @torch.no_grad()
@@ -238,15 +325,15 @@ def _unsteered(lm: LM, batches: list[PackedBatch], hidden: list, start: int) -> 
 
 def _loss(
     objective: Objective,
-    rows: PackedBatch,
-    lp: torch.Tensor,
-    ln: torch.Tensor,
+    n_pos: torch.Tensor,
+    n_neg: torch.Tensor,
+    sum_pos: torch.Tensor,
+    sum_neg: torch.Tensor,
     add: torch.Tensor,
     reference: torch.Tensor | None,
 ) -> torch.Tensor:
-    """SPLIT (SFT as its special case) or RePS on add/sub rows."""
-    n_pos, n_neg = rows.pos_valid.sum(1), rows.neg_valid.sum(1)
-    sum_pos, sum_neg = lp.sum(1), ln.sum(1)
+    """SPLIT (SFT as its special case) or RePS on add/sub rows, from each row's completion
+    lengths (`n_pos`, `n_neg`) and summed log-probabilities (`sum_pos`, `sum_neg`)."""
     sum_w = torch.where(add, sum_pos, sum_neg)
     sum_l = torch.where(add, sum_neg, sum_pos)
     len_w = torch.where(add, n_pos, n_neg)

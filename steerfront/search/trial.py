@@ -26,7 +26,13 @@ from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_con
 from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_model, resolve
-from steerfront.memory import GB, MemoryCache, default_cache_bytes, release_unused
+from steerfront.memory import (
+    GB,
+    MemoryCache,
+    default_cache_bytes,
+    release_unused,
+    set_cpu_share,
+)
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
 from steerfront.scoring.evaluate import evaluate
@@ -81,10 +87,13 @@ class SearchSetup:
 
     def load(self) -> LM:
         """The model as a worker of this search holds it; on a GPU shared by several trials,
-        PyTorch is held to the trial's share (a trial that outgrows it fails alone)."""
+        PyTorch is held to the trial's share (a trial that outgrows it fails alone); on a CPU,
+        the worker's batches are budgeted within its share of the free RAM."""
         device, _ = resolve(self.device, self.dtype)
         if device.type == "cuda" and self.share(device) < 1:
             torch.cuda.set_per_process_memory_fraction(self.share(device), device)
+        if device.type == "cpu":  # trials side by side share the machine's free RAM
+            set_cpu_share(self.share(device))
         return load_model(self.model, device=device, dtype=self.dtype)
 
     def encode(self, lm: LM, pairs: PairSet) -> list[EncodedPair]:

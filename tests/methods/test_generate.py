@@ -108,3 +108,27 @@ def test_rows_sampling_is_seeded(tiny_model_dir):
     again = generate_rows(*args, max_new_tokens=6, temperature=1.0, seed=3)
     other = generate_rows(*args, max_new_tokens=6, temperature=1.0, seed=4)
     assert first == again and first != other
+
+
+def test_a_sampled_row_does_not_depend_on_the_rows_batched_with_it(talking_model_dir, monkeypatch):
+    """Sampling draws per row: each row alone, the rows in any order, or the batch cut into
+    single rows (the memory's budget at one row) give every row the same answer."""
+    from steerfront import memory
+
+    lm = load_model(str(talking_model_dir), device="cpu", dtype=torch.float32)
+    torch.manual_seed(2)
+    intervention = init_intervention("vector", lm, 1)
+    intervention.params["v"] = torch.randn(lm.hidden_size)
+    prompts, m = ["hi", "a longer prompt", "hi", "hi"], [0.0, 1.0, 3.0, 0.0]
+    kwargs = dict(max_new_tokens=8, temperature=1.0, seed=11)
+    together = generate_rows(lm, prompts, intervention, m, **kwargs)
+    backwards = generate_rows(lm, prompts[::-1], intervention, m[::-1], **kwargs)
+    assert backwards[::-1][1:3] == together[1:3]  # (the two "hi" at 0 swap their samples)
+    assert sorted([backwards[0], backwards[3]]) == sorted([together[0], together[3]])
+    alone = [
+        generate_rows(lm, [p], intervention, [v], **kwargs)[0]
+        for p, v in zip(prompts, m, strict=True)
+    ]
+    assert alone[:3] == together[:3] and together[3] != together[0]  # a repeat: another sample
+    monkeypatch.setattr(memory, "CPU_ROWS", 1)
+    assert generate_rows(lm, prompts, intervention, m, **kwargs) == together

@@ -90,6 +90,15 @@ def test_diffmean_matches_a_plain_per_pair_computation(tiny_lm):
     torch.testing.assert_close(vectors[:-1], expected[:-1], atol=1e-4, rtol=0)
 
 
+def test_diffmean_is_the_same_in_batches_of_one_pair(tiny_lm, monkeypatch):
+    from steerfront import memory
+
+    encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)
+    together = diffmean(tiny_lm, encoded)
+    monkeypatch.setattr(memory, "CPU_TOKENS", 1)  # a batch: one row, at least
+    torch.testing.assert_close(diffmean(tiny_lm, encoded), together, atol=1e-5, rtol=0)
+
+
 def test_nan_loss_stops_with_the_step_and_objective(tiny_lm, monkeypatch):
     train_module = importlib.import_module("steerfront.methods.train")
 
@@ -152,7 +161,9 @@ def loss_on_a_known_batch(objective):
     add = torch.tensor([True, False, True, False])
     # Unsteered (sum log P(A_p), sum log P(A_n)) per pair, one row each for add and sub.
     reference = torch.tensor([[-3.0, -1.0], [-2.0, -6.0]], dtype=torch.float64)
-    return _loss(objective, rows, lp, ln, add, reference.repeat_interleave(2, dim=0)).item()
+    counts = rows.pos_valid.sum(1), rows.neg_valid.sum(1)
+    reference = reference.repeat_interleave(2, dim=0)
+    return _loss(objective, *counts, lp.sum(1), ln.sum(1), add, reference).item()
 
 
 # Winning: row 0 pos, row 1 neg, row 2 pos, row 3 neg; losing the other completion.
