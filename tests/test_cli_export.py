@@ -45,6 +45,19 @@ def test_exports_beside_the_file_at_the_saved_m(saved, capsys):
     assert json.loads((folder / "easysteer.json").read_text())["scale"] == 1.5
 
 
+def test_the_sidecar_names_the_intervention_as_well(saved, tmp_path, capsys):
+    """`export FILE.json` exports what `export FILE.safetensors` does, as other commands take
+    either file."""
+    for name in ("vector.json", "vector.safetensors"):
+        out = tmp_path / name
+        assert main(["export", str(saved / name), "--to", "gguf", "--out", str(out)]) == 0
+        assert "exported vector at layer 2, m 1.5, as gguf" in capsys.readouterr().out
+    sidecar, tensors = (
+        tmp_path / n / "control_vector.gguf" for n in ("vector.json", "vector.safetensors")
+    )
+    assert sidecar.read_bytes() == tensors.read_bytes()
+
+
 def test_m_and_out_given(saved, tmp_path, capsys):
     out = tmp_path / "adapter"
     assert (

@@ -186,6 +186,13 @@ def search_state(store: Store) -> dict:
     return json.loads((store.local / STATE).read_text())
 
 
+def search_budget(state: dict, given: float | None) -> float:
+    """`--max-util-drop` as given, else the search's own (what its `best/` was picked with)."""
+    if given is not None:
+        return given
+    return state["settings"].get("extra", {}).get("max_util_drop", SEARCH["max_util_drop"])
+
+
 def describe(record: dict) -> str:
     parts = [
         f"{record['form']} {record['objective']} layer {int(record['layer'])} m {record['m']:.3g}"

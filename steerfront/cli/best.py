@@ -7,7 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_finished_search, describe, search_state, search_store
+from steerfront.cli.args import (
+    add_dtype,
+    add_finished_search,
+    describe,
+    search_budget,
+    search_state,
+    search_store,
+)
 from steerfront.defaults import JUDGE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search.best import RULES
@@ -31,8 +38,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     best.add_argument(
         "--max-util-drop",
         type=float,
-        default=SEARCH["max_util_drop"],
-        help=f"most utility log-odds to give up (default: {SEARCH['max_util_drop']})",
+        default=None,
+        help="most utility log-odds to give up; the test util_drop is reported against it "
+        f"(default: the search's own, else {SEARCH['max_util_drop']})",
     )
     best.add_argument(
         "--max-fluency-drop",
@@ -47,8 +55,8 @@ def add(commands: argparse._SubParsersAction) -> None:
     best.add_argument(
         "--force",
         action="store_true",
-        help="export even a pick that does not beat the unsteered model, and replace an "
-        "earlier export in the same folder",
+        help="export even a pick that does not beat the unsteered model (or whose verdict "
+        "is unknown), and replace an earlier export in the same folder",
     )
     add_dtype(best)
     best.add_argument("--json", action="store_true", help="print the pick as JSON")
@@ -60,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from steerfront.lm import load_model
     from steerfront.methods.export import formats_for
     from steerfront.search.best import (
-        beats_baseline,
+        assess,
         export,
         intervals,
         pick,
@@ -69,18 +77,21 @@ def run(args: argparse.Namespace) -> int:
         read_front,
         read_judged,
         verdict,
+        without_pairs,
     )
     from steerfront.search.trial import cached
 
     store = search_store(args.search, args.storage)
-    setup = search_state(store)["setup"]
+    state = search_state(store)
+    setup = state["setup"]
+    budget = search_budget(state, args.max_util_drop)
     if args.rule == "judged":
         store.pull("judge/judged.parquet")
         record = pick_judged(read_judged(store.local), args.max_fluency_drop)
     else:
         front = read_front(store.local, extended=not args.plain)
-        record = pick(front, args.rule, args.max_util_drop)
-    beats = beats_baseline(record, setup["baseline"])
+        record = pick(front, args.rule, budget)
+    assessment = assess(record, setup, budget)
     name = f"best-{args.rule}"
     out = Path(args.out) if args.out else store.local / name
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -88,25 +99,26 @@ def run(args: argparse.Namespace) -> int:
             f"{out} holds an earlier export; pass --force to replace it, or --out DIR"
         )
     exported = None
-    if beats is not False or args.force:
+    if assessment["beats_baseline"] or args.force:
         lm = load_model(setup["model"], dtype=args.dtype)
         source = cached(store, record["train_key"], required=True)
-        exported = export(record, out, source, lm, provenance(setup, record), replace=True)
+        about = provenance(setup, record, budget)
+        exported = export(record, out, source, lm, about, replace=True)
         if not args.out:
             store.push(name)
     if args.json:
         document = {
-            "best": record,
+            "best": without_pairs(record),
             "baseline": setup["baseline"],
             "ci": intervals(record),
-            "beats_baseline": beats,
+            **assessment,
             "exported": None if exported is None else str(exported),
         }
         print(json.dumps(document))
     else:
         kind = "plain" if args.plain else "extended"
         print(f"best ({args.rule}, {kind} front): {describe(record)}")
-        print(verdict(record, setup["baseline"]))
+        print(verdict(assessment))
         if exported is None:
             print("nothing exported (pass --force to export it anyway)")
         else:

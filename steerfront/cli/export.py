@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_storage, describe, search_store
+from steerfront.cli.args import (
+    add_dtype,
+    add_storage,
+    describe,
+    search_budget,
+    search_state,
+    search_store,
+)
 from steerfront.defaults import EXPORT_FORMATS
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
@@ -20,7 +26,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument(
         "source",
-        help="an intervention file (.safetensors with its .json sidecar), or a search name "
+        help="an intervention file (.safetensors or its .json sidecar), or a search name "
         "(or folder): its best point, or the one --point names",
     )
     export.add_argument(
@@ -59,6 +65,12 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     add_storage(export)
     export.add_argument(
+        "--force",
+        action="store_true",
+        help="for a search: export even a point that does not beat the unsteered model on "
+        "test preference (or whose verdict is unknown), as `steerfront best --force` does",
+    )
+    export.add_argument(
         "--model",
         default=None,
         help="model (default: the one the intervention or search was made for)",
@@ -67,17 +79,25 @@ def add(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(run=run, parser=export)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Exit status 1 when a search's point does not beat the unsteered model (nothing
+    exported), as `best`."""
     from steerfront.lm import load_model
     from steerfront.methods.export import FORMATS, export
     from steerfront.methods.io import load_intervention, read_sidecar
-    from steerfront.search.run import STATE
+    from steerfront.search.best import assess, verdict
 
     store, record = None, None
     path = intervention_file(args.source)
     if path is None:
-        store, record, path = search_point(args)
-        model = json.loads((store.local / STATE).read_text())["settings"]["model"]
+        store, record, path, state = search_point(args)
+        model = state["settings"]["model"]
+        assessment = assess(record, state["setup"], search_budget(state, None))
+        if not assessment["beats_baseline"] and not args.force:
+            print(f"point: {describe(record)}")
+            print(verdict(assessment))
+            print("nothing exported (pass --force to export it anyway)")
+            return 1
     else:
         if args.point is not None:
             raise SteerfrontError(f"--point: {args.source} is an intervention file, not a search")
@@ -104,27 +124,31 @@ def run(args: argparse.Namespace) -> None:
         f"({', '.join(FORMATS[args.to])}) to {out}/: {files}"
     )
     print(f"how to serve it: {out / 'SERVE.md'}")
+    return 0
 
 
 def intervention_file(source: str) -> Path | None:
-    """The intervention's tensor file if `source` names one (with or without its suffix)."""
+    """The intervention's tensor file if `source` names one (the tensors, its JSON sidecar,
+    or the two without a suffix)."""
     path = Path(source).expanduser()
-    stem = path.name.removesuffix(".safetensors")
-    tensors = path.with_name(stem + ".safetensors")
-    if path.name.endswith(".safetensors") or tensors.is_file() and not path.is_dir():
+    suffix = next((s for s in (".safetensors", ".json") if path.name.endswith(s)), "")
+    tensors = path.with_name(path.name.removesuffix(suffix) + ".safetensors")
+    if not path.is_dir() and (suffix or tensors.is_file()):
         return tensors
     return None
 
 
-def search_point(args: argparse.Namespace) -> tuple[Store, dict, Path]:
-    """The search, the front point to export, and its trained intervention's file."""
+def search_point(args: argparse.Namespace) -> tuple[Store, dict, Path, dict]:
+    """The search, the front point to export (by default the one `best` picks, with the
+    search's own --max-util-drop), its trained intervention's file, and the search's state."""
     from steerfront.search.best import pick, read_front
     from steerfront.search.trial import cached
 
     store = search_store(args.source, args.storage)
+    state = search_state(store)
     rows = read_front(store.local, extended=not args.plain)
     if args.point is None:
-        record = pick(rows)
+        record = pick(rows, max_util_drop=search_budget(state, None))
     elif 1 <= args.point <= len(rows):
         record = rows[args.point - 1]
     else:
@@ -133,4 +157,4 @@ def search_point(args: argparse.Namespace) -> tuple[Store, dict, Path]:
             f"--point {args.point}: the {kind} front of {args.source!r} has {len(rows)} points "
             f"(1..{len(rows)}; see steerfront front {args.source})"
         )
-    return store, record, cached(store, record["train_key"], required=True)
+    return store, record, cached(store, record["train_key"], required=True), state

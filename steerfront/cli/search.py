@@ -229,8 +229,15 @@ def run(args: argparse.Namespace) -> None:
         + (f" (extended front {extended:.3f})" if extended != summary["hypervolume"] else "")
     )
     if summary["best"]:
-        print(f"best: {describe(summary['best'])} -> {summary['folder']}/best/")
-        print(verdict(summary["best"], summary["baseline"]))
+        print(f"best: {describe(summary['best'])}")
+        print(verdict(summary))
+        if summary["exported"]:
+            print(f"exported to {summary['exported']}/")
+        else:
+            print(
+                f"nothing exported to {summary['folder']}/best/ (steerfront best "
+                f"{summary['name']} --force exports it anyway)"
+            )
     print(
         f"MLflow: {summary['mlflow_tracking_uri']} (parent run {summary['mlflow_parent_run_id']})"
     )

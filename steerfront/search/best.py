@@ -20,8 +20,9 @@ from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir
 from steerfront.lm import LM
 from steerfront.methods.io import export_peft, load_intervention, save_intervention
+from steerfront.scoring.logodds import bootstrap_interval
 from steerfront.search.pareto import front_order, hypervolume, knee, pareto_mask
-from steerfront.search.records import typed
+from steerfront.search.records import PER_PAIR, typed
 from steerfront.search.tracking import POINT_METRICS
 
 RULES = ("max-pref", "knee", "judged")
@@ -132,13 +133,56 @@ def read_judged(folder: Path) -> list[dict]:
     return [typed(r) for r in pq.read_table(path).to_pylist()]
 
 
-def beats_baseline(record: dict, baseline: dict) -> bool | None:
-    """Whether the pick's test preference beats the unsteered model's beyond the noise: its
-    interval lies above the baseline's (None for a search scored without intervals)."""
-    low, high = record.get("test_pref_odds_lo"), baseline.get("test_pref_odds_hi")
-    if low is None or high is None:
+def paired_gain(values: list[float] | None, base: list[float] | None, seed: int) -> dict | None:
+    """The mean per-pair gain of `values` over `base` (the same pairs in the same order) with
+    its 95% bootstrap interval, drawn as every interval of the split is (seeded `seed`), and
+    the number of pairs; None when either side's per-pair scores are unknown."""
+    if values is None or base is None or len(values) != len(base) or len(values) == 0:
         return None
-    return bool(low > high)
+    gain = np.asarray(values, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    low, high = bootstrap_interval(gain[:, None], seed)
+    return {
+        "mean": float(gain.mean()),
+        "lo": float(low[0]),
+        "hi": float(high[0]),
+        "pairs": len(gain),
+    }
+
+
+def assess(record: dict, setup: dict, max_util_drop: float) -> dict:
+    """The verdict on a point against the unsteered model, on the test pairs both were scored
+    on: `gain` and `util_gain` (per pair, point minus unsteered: mean, lo, hi, pairs),
+    `beats_baseline` (the gain's interval lies above 0; None when unknown, with the reason in
+    `unknown`) and `utility` (the point's test util_drop against the budget `max_util_drop`)."""
+    seed = setup["seed"]
+    base_pref = (setup.get("baseline_pref") or {}).get("test")
+    base_util = (setup.get("baseline_util") or {}).get("test")
+    gain = paired_gain(record.get("test_pref_pairs"), base_pref, seed)
+    util_gain = paired_gain(record.get("test_util_pairs"), base_util, seed)
+    unknown = None
+    if record.get("test_pref_odds") is None:
+        unknown = (
+            "this point was never scored on test: a dense point off the extended front is "
+            "scored on validation only"
+        )
+    elif gain is None:
+        unknown = "this search kept no per-pair test scores; run it again to get them"
+    utility = None
+    if record.get("test_util_drop") is not None:
+        utility = {
+            "util_drop": record["test_util_drop"],
+            "lo": record.get("test_util_drop_lo"),
+            "hi": record.get("test_util_drop_hi"),
+            "budget": max_util_drop,
+            "over_budget": bool(record["test_util_drop"] > max_util_drop),
+        }
+    return {
+        "beats_baseline": None if gain is None else bool(gain["lo"] > 0),
+        "gain": gain,
+        "util_gain": util_gain,
+        "utility": utility,
+        "unknown": unknown,
+    }
 
 
 def intervals(record: dict) -> dict[str, list[float]]:
@@ -150,34 +194,54 @@ def intervals(record: dict) -> dict[str, list[float]]:
     }
 
 
-def verdict(record: dict, baseline: dict) -> str:
-    """One plain line: does the pick beat the unsteered model on test preference?"""
-    beats = beats_baseline(record, baseline)
-    if beats is None:
-        return "verdict: unknown (this search kept no intervals; run it again to get them)"
-    mine, theirs = (
-        f"{r['test_pref_odds']:.3f} [{r['test_pref_odds_lo']:.3f}, {r['test_pref_odds_hi']:.3f}]"
-        for r in (record, baseline)
-    )
-    if beats:
-        return (
-            f"verdict: beats the unsteered model on test preference ({mine} vs unsteered {theirs})"
+def verdict(assessment: dict) -> str:
+    """Two plain lines from `assess`: does the point beat the unsteered model on test
+    preference (the per-pair gain), and where is its test utility against the budget?"""
+    gain = assessment["gain"]
+    if assessment.get("unknown") or gain is None:
+        why = assessment.get("unknown") or "no per-pair test scores"
+        lines = [f"verdict: unknown ({why})"]
+    else:
+        shown = (
+            f"gain {gain['mean']:+.2f} [{gain['lo']:.2f}, {gain['hi']:.2f}] "
+            f"over {gain['pairs']} pairs"
         )
-    return (
-        f"verdict: does NOT beat the unsteered model on test preference beyond the noise "
-        f"({mine} vs unsteered {theirs})"
-    )
+        if assessment["beats_baseline"]:
+            lines = [f"verdict: beats the unsteered model on test preference: {shown}"]
+        else:
+            lines = [
+                "verdict: does NOT beat the unsteered model on test preference beyond the "
+                f"noise: {shown}"
+            ]
+    utility = assessment.get("utility")
+    if utility is not None:
+        where = "over budget" if utility["over_budget"] else "within budget"
+        band = (
+            ""
+            if utility["lo"] is None or utility["hi"] is None
+            else f" [{utility['lo']:.2f}, {utility['hi']:.2f}]"
+        )
+        lines.append(
+            f"utility: test util_drop {utility['util_drop']:+.2f}{band} vs budget "
+            f"{utility['budget']:.2f} ({where})"
+        )
+    return "\n".join(lines)
 
 
-def provenance(setup: dict, record: dict) -> dict:
+def without_pairs(record: dict) -> dict:
+    """A point as users read it (JSON, YAML): without its per-pair test scores."""
+    return {k: v for k, v in record.items() if k not in PER_PAIR}
+
+
+def provenance(setup: dict, record: dict, max_util_drop: float) -> dict:
     """What `best.yaml` says beside the configuration: where it comes from and its verdict."""
-    baseline = setup["baseline"]
+    assessment = assess(record, setup, max_util_drop)
     return {
         "search": setup["name"],
         "model": setup["model"],
         "concept": setup["concept"],
-        "baseline": baseline,
-        "beats_baseline": beats_baseline(record, baseline),
+        "baseline": setup["baseline"],
+        **{k: v for k, v in assessment.items() if k != "unknown"},
     }
 
 
@@ -187,7 +251,9 @@ def export(record: dict, folder: Path, source: Path, lm: LM, about: dict, replac
     intervention = load_intervention(source, lm)
     intervention.meta["m"] = record["m"]  # the strength the search chose, for `generate`
     config = {
-        k: v for k, v in typed(record).items() if v is not None and k not in ("error", "front")
+        k: v
+        for k, v in without_pairs(typed(record)).items()
+        if v is not None and k not in ("error", "front")
     }
     with staged_dir(folder, replace=replace) as staging:
         document = {"steerfront": version("steerfront"), **about, **config}

@@ -14,9 +14,13 @@ import pyarrow.parquet as pq
 from steerfront.files import write_atomic
 from steerfront.search.tracking import METRICS, PARAMS, POINT_METRICS
 
+# A point's per-pair test scores (pairs in the test split's order), kept beside its intervals:
+# `best` bootstraps the per-pair gain over the unsteered model with the same draws.
+PER_PAIR = ("test_pref_pairs", "test_util_pairs")
 # What a trial reports: the metrics, its dense points, then what it cost and where it ran.
 RESULT_KEYS = (
     *METRICS,
+    *PER_PAIR,
     "dense_points",
     "trained",
     "model_loaded",
@@ -36,6 +40,8 @@ SCHEMA = pa.schema(
             k,
             pa.list_(DENSE_POINT)
             if k == "dense_points"
+            else pa.list_(pa.float64())
+            if k in PER_PAIR
             else pa.string()
             if k in _TEXT
             else pa.float64(),

@@ -3,7 +3,9 @@ in the search folder and attached to the MLflow parent run."""
 
 from __future__ import annotations
 
+import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -14,11 +16,12 @@ import pyarrow.parquet as pq
 from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir
 from steerfront.search.best import (
-    beats_baseline,
+    assess,
     front,
     front_volume,
     pick,
     points,
+    without_pairs,
 )
 from steerfront.search.records import SCHEMA, typed
 from steerfront.search.trial import SearchSetup, cached
@@ -53,10 +56,15 @@ def write_results(
         best = extended.index(chosen)
     except SteerfrontError as exc:
         print(f"steerfront: no best configuration: {exc}", file=sys.stderr)
+    exported = {}
     if extended:  # dense points reach the front without test scores
-        extended, exported = in_worker(score_and_export, resources, extended, best, setup)
-        if best is not None:
-            _write_folder(folder / "best", exported)
+        extended, exported = in_worker(
+            score_and_export, resources, extended, best, setup, max_util_drop
+        )
+    if exported:  # the pick beats the unsteered model (`best`'s verdict)
+        _write_folder(folder / "best", exported)
+    else:  # an earlier end's pick (before a resume) is not this one
+        shutil.rmtree(folder / "best", ignore_errors=True)
     _write_front(folder / "front.parquet", plain, extended)
     volumes = _volume_history(done, reference, extended=False)
     volumes_extended = _volume_history(done, reference, extended=True)
@@ -75,10 +83,11 @@ def write_results(
         "hypervolume_extended": volumes_extended[-1] if volumes_extended else 0.0,
         "hypervolume_reference": list(reference),
         "baseline": setup.baseline,
-        "front": [typed(r) for r in plain],
-        "extended_front": [typed(r) for r in extended],
-        "best": None if chosen is None else typed(chosen),
-        "beats_baseline": None if chosen is None else beats_baseline(chosen, setup.baseline),
+        "front": [without_pairs(typed(r)) for r in plain],
+        "extended_front": [without_pairs(typed(r)) for r in extended],
+        "best": None if chosen is None else without_pairs(typed(chosen)),
+        **_verdict(chosen, setup, max_util_drop),
+        "exported": str(folder / "best") if exported else None,
         "folder": str(folder),
         "mlflow_tracking_uri": tracker.uri,
         "mlflow_parent_run_id": tracker.parent_run_id,
@@ -89,6 +98,13 @@ def write_results(
     except Exception as exc:  # MLflow down: everything stays in the folder
         print(f"steerfront: warning: MLflow artifacts not logged ({exc})", file=sys.stderr)
     return summary
+
+
+def _verdict(chosen: dict | None, setup: SearchSetup, max_util_drop: float) -> dict:
+    """The pick's verdict, as `best --json` gives it (`beats_baseline`, `gain`, ...)."""
+    if chosen is None:
+        return dict.fromkeys(("beats_baseline", "gain", "util_gain", "utility", "unknown"))
+    return assess(chosen, asdict(setup), max_util_drop)
 
 
 def _log_artifacts(tracker: Tracker, folder: Path) -> None:

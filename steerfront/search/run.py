@@ -27,7 +27,7 @@ from steerfront.defaults import DTYPES, LEARNING_RATE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
 from steerfront.search.best import front_volume, read_trials, volume_reference
-from steerfront.search.records import RESULT_KEYS, write_table
+from steerfront.search.records import PER_PAIR, RESULT_KEYS, write_table
 from steerfront.search.report import RESULT_FILES, write_results
 from steerfront.search.space import Sampler, SearchSpace
 from steerfront.search.storage import Store, is_uri
@@ -254,8 +254,9 @@ def prepare(
     """Check the space against the model and a trial's memory against its share, and score
     the unsteered model once, in a Ray worker with a trial's `resources` (inside
     `ray_session`); `setup` with its baseline, the layers, the memory settings."""
-    baseline, utils, layers, memory = in_worker(unsteered, resources, setup, space)
-    return replace(setup, baseline=baseline, baseline_util=utils), layers, memory
+    baseline, utils, prefs, layers, memory = in_worker(unsteered, resources, setup, space)
+    setup = replace(setup, baseline=baseline, baseline_util=utils, baseline_pref=prefs)
+    return setup, layers, memory
 
 
 @contextmanager
@@ -346,6 +347,7 @@ def _kept_result(store: Store, trial_id: str) -> dict | None:
     for record in read_trials(store.local):
         if record["trial_id"] == trial_id and record["status"] == "done":
             kept = {k: record[k] for k in RESULT_KEYS}
+            kept.update({k: json.dumps(record[k]) for k in PER_PAIR})
             return {**kept, "dense_points": json.dumps(record["dense_points"] or [])}
     return None
 
@@ -408,6 +410,7 @@ def _record(trial: object, status: str) -> dict:
         record.update({k: v for k, v in result.items() if k in RESULT_KEYS})
         # JSON text through Tune: its TensorBoard logger would take a list for a histogram.
         record["dense_points"] = json.loads(result.get("dense_points") or "[]")
+        record.update({k: json.loads(result.get(k) or "null") for k in PER_PAIR})
     else:
         record["error"] = result.get("error") or _last_error_line(trial.error_file)
     return record

@@ -37,6 +37,7 @@ from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.logodds import LogOdds, bootstrap_interval
+from steerfront.search.records import PER_PAIR
 from steerfront.search.storage import Store
 
 SCORED_SPLITS = ("val", "test")
@@ -59,6 +60,7 @@ class SearchSetup:
     name: str  # the search's name (its folder in `storage`; the cache lives there)
     baseline: dict[str, float]  # unsteered metrics per split, e.g. "val_util_odds"
     baseline_util: dict[str, list[float]] = field(default_factory=dict)  # per split, per pair
+    baseline_pref: dict[str, list[float]] = field(default_factory=dict)  # per split, per pair
     device: str | None = None
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
@@ -219,6 +221,8 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     val = score(lm, encoded["val"], intervention, [m, *dense], cache, setup, "val")
     test = score(lm, encoded["test"], intervention, [m], cache, setup, "test")
     metrics = {**val.pop(m), **test[m]}
+    for key in PER_PAIR:  # JSON text through Tune, as the dense points
+        metrics[key] = json.dumps(metrics[key])
     metrics.update(
         dense_points=json.dumps([{"m": value, **val[value]} for value in dense]),
         train_s=train_s,
@@ -253,7 +257,8 @@ def point_metrics(
     scores: LogOdds, base_util: np.ndarray, seed: int, split: str
 ) -> dict[float, dict[str, float]]:
     """Per m: mean pref_odds, util_odds, util_drop (against the unsteered model's per-pair
-    utility `base_util`) with their bootstrap intervals (`_lo`, `_hi`), and accuracy."""
+    utility `base_util`) with their bootstrap intervals (`_lo`, `_hi`), and accuracy; on test,
+    also the per-pair pref_odds and util_odds (`PER_PAIR`), for the paired verdict."""
     prefix = "" if split == "val" else f"{split}_"
     grid = scores.m[: len(scores.m) // len(base_util)]  # rows are by pair, then m as given
     shape = (len(base_util), len(grid))
@@ -268,6 +273,9 @@ def point_metrics(
             metrics[f"{prefix}{name}_lo"] = float(low[i * len(grid) + j])
             metrics[f"{prefix}{name}_hi"] = float(high[i * len(grid) + j])
         metrics[f"{prefix}accuracy"] = float(scores.correct.reshape(shape)[:, j].mean())
+        if split == "test":
+            metrics["test_pref_pairs"] = pref[:, j].tolist()
+            metrics["test_util_pairs"] = util[:, j].tolist()
         out[float(m)] = metrics
     return out
 

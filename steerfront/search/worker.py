@@ -41,9 +41,12 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
 
 def unsteered(
     setup: SearchSetup, space: SearchSpace
-) -> tuple[dict[str, float], dict[str, list[float]], list[int], dict[str, float]]:
+) -> tuple[
+    dict[str, float], dict[str, list[float]], dict[str, list[float]], list[int], dict[str, float]
+]:
     """The unsteered model's metrics per scored split (with their intervals), its per-pair
-    utility (what each trial's util_drop is measured against), the layers to search and the
+    utility (what each trial's util_drop is measured against) and preference (what `best`'s
+    paired verdict measures a pick's gain against), the layers to search and the
     memory settings (`cache_gb`, and on a GPU `trial_memory_gb`). The space is checked against
     the model's configuration, and a trial's memory against its share of the GPU, before the
     model loads."""
@@ -66,28 +69,31 @@ def unsteered(
         memory["trial_memory_gb"] = round(estimate["total"] / GB, 2)
     lm = setup.load()
     splits = setup.splits()
-    baseline, utils = {}, {}
+    baseline, utils, prefs = {}, {}, {}
     for name in SCORED_SPLITS:
         encoded = setup.encode(lm, getattr(splits, name))
         scores = evaluate(lm, encoded, None, 0.0, per_token=setup.per_token)
-        utils[name] = scores.util.tolist()
+        utils[name], prefs[name] = scores.util.tolist(), scores.pref.tolist()
         metrics = point_metrics(scores, scores.util, setup.seed, "val")[0.0]
         baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
-    return baseline, utils, layers, memory
+    return baseline, utils, prefs, layers, memory
 
 
 def score_and_export(
-    rows: list[dict], best: int | None, setup: SearchSetup
+    rows: list[dict], best: int | None, setup: SearchSetup, max_util_drop: float
 ) -> tuple[list[dict], dict[str, bytes]]:
     """`rows` with their missing test metrics filled in, and the files that export `rows[best]`
-    (paths relative to the export folder; none without `best`)."""
+    (paths relative to the export folder): none without `best`, and none unless it beats the
+    unsteered model on test preference (`best`'s verdict)."""
     lm = setup.load()
     score_test(rows, setup, lm)
     if best is None:
         return rows, {}
+    about = provenance(asdict(setup), rows[best], max_util_drop)
+    if not about["beats_baseline"]:
+        return rows, {}
     source = cached(setup.store, rows[best]["train_key"], required=True)
     with tempfile.TemporaryDirectory() as tmp:
-        about = provenance(asdict(setup), rows[best])
         folder = export(rows[best], Path(tmp) / "best", source, lm, about, replace=True)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         return rows, {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}

@@ -132,11 +132,16 @@ def test_mlflow_parent_children_and_artifacts(finished):
             child.data.metrics
         )
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"trials.parquet", "front.parquet", "pareto.png", "hypervolume.png", "best.yaml"} <= (
-        artifacts
-    )
+    assert {"trials.parquet", "front.parquet", "pareto.png", "hypervolume.png"} <= artifacts
     exported = {a.path for a in client.list_artifacts(parent.info.run_id, "best")}
-    assert {"best/best.yaml", "best/intervention.safetensors"} <= exported
+    # best/ only where the pick beats the unsteered model (the tiny model's barely moves)
+    assert summary["beats_baseline"] is (summary["exported"] is not None)
+    if summary["beats_baseline"]:
+        assert "best.yaml" in artifacts
+        assert {"best/best.yaml", "best/intervention.safetensors"} <= exported
+    else:
+        assert "best.yaml" not in artifacts and not exported
+        assert not (tmp_path / "runs" / "s1" / "best").exists()
     assert not (tmp_path / "runs" / "s1" / "artifacts").exists()  # logged from where they are
     assert "hypervolume" in parent.data.metrics
     assert parent.data.params["end_of_turn"] == "True"
@@ -241,8 +246,32 @@ def test_extended_front_is_the_non_dominated_points_with_test_metrics(finished):
     table = pq.read_table(tmp_path / "runs" / "s1" / "front.parquet").to_pylist()
     assert sum(r["front"] == "plain" for r in table) == len(summary["front"])
     assert sum(r["front"] == "extended" for r in table) == len(extended)
-    best = yaml.safe_load((tmp_path / "runs" / "s1" / "best" / "best.yaml").read_text())
-    assert (best["trial_id"], best["m"]) in brute
+    assert (summary["best"]["trial_id"], summary["best"]["m"]) in brute
+
+
+def test_the_summary_carries_the_picks_paired_verdict(finished):
+    """`search --json` gives the verdict as `best --json` does: the pick's per-pair gain over
+    the unsteered model on test, from the per-pair scores front.parquet keeps."""
+    from steerfront.search.best import assess, read_front
+
+    tmp_path, summary = finished
+    folder = tmp_path / "runs" / "s1"
+    state = json.loads((folder / "search.json").read_text())
+    pick = next(
+        r
+        for r in read_front(folder)
+        if (r["trial_id"], r["m"]) == (summary["best"]["trial_id"], summary["best"]["m"])
+    )
+    pairs = len(state["setup"]["baseline_pref"]["test"])
+    assert len(pick["test_pref_pairs"]) == len(pick["test_util_pairs"]) == pairs
+    assert np.mean(pick["test_pref_pairs"]) == pytest.approx(pick["test_pref_odds"])
+    assessment = assess(pick, state["setup"], state["settings"]["extra"]["max_util_drop"])
+    for key in ("beats_baseline", "gain", "util_gain", "utility"):
+        assert summary[key] == assessment[key]
+    assert summary["gain"]["pairs"] == pairs
+    assert summary["beats_baseline"] is (summary["gain"]["lo"] > 0)
+    assert summary["util_gain"]["mean"] == pytest.approx(-pick["test_util_drop"])
+    assert "test_pref_pairs" not in summary["best"]
 
 
 def test_best_picks_from_the_extended_front_unless_plain(finished, capsys):
@@ -316,8 +345,9 @@ def test_hypervolume_has_one_reference_fixed_before_the_first_trial(finished):
     assert float(params["util_floor"]) == floor
 
 
-def _copy_with_baseline(finished, tmp_path, test_pref_hi):
-    """The finished search, copied, with the unsteered model's test interval moved."""
+def _copy_with_baseline(finished, tmp_path, shift):
+    """The finished search, copied, with the unsteered model's per-pair test preference moved
+    by `shift` (what the verdict's paired gain is measured against)."""
     import shutil
 
     source, _ = finished
@@ -325,7 +355,8 @@ def _copy_with_baseline(finished, tmp_path, test_pref_hi):
     shutil.copytree(source / "runs" / "s1", runs / "s1")
     path = runs / "s1" / "search.json"
     state = json.loads(path.read_text())
-    state["setup"]["baseline"]["test_pref_odds_hi"] = test_pref_hi
+    pairs = state["setup"]["baseline_pref"]["test"]
+    state["setup"]["baseline_pref"]["test"] = [value + shift for value in pairs]
     path.write_text(json.dumps(state))
     return str(runs)
 
@@ -340,7 +371,7 @@ def test_best_refuses_a_pick_that_does_not_beat_the_unsteered_model(finished, tm
     assert main(["best", "s1", "--storage", runs, "--json"]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["beats_baseline"] is False and document["exported"] is None
-    assert document["baseline"]["test_pref_odds_hi"] == 1e9
+    assert document["gain"]["hi"] < -1e8 and document["gain"]["pairs"] > 1
     best = document["best"]
     assert document["ci"]["test_pref_odds"] == [
         best["test_pref_odds_lo"],
@@ -380,9 +411,12 @@ def test_best_exports_a_pick_that_beats_it_once_per_rule(finished, tmp_path, cap
     assert (tmp_path / "runs" / "s1" / "best-knee" / "best.yaml").is_file()
 
 
-def test_generate_with_the_exported_intervention(finished, tiny_model_dir, capsys):
-    tmp_path, _ = finished
-    path = tmp_path / "runs" / "s1" / "best" / "intervention.safetensors"
+def test_generate_with_the_exported_intervention(finished, tiny_model_dir, tmp_path, capsys):
+    source, _ = finished
+    runs, out = str(source / "runs"), tmp_path / "b"
+    assert main(["best", "s1", "--storage", runs, "--out", str(out), "--force"]) == 0
+    capsys.readouterr()
+    path = out / "intervention.safetensors"
     status = main(
         [
             "generate",
@@ -477,10 +511,19 @@ def test_export_a_search_point(finished, tiny_model_dir, capsys):
     runs, folder = str(tmp_path / "runs"), tmp_path / "runs" / "s1"
     argv = ["best", "s1", "--storage", runs, "--out", str(tmp_path / "b"), "--json", "--force"]
     assert main(argv) == 0
-    best = json.loads(capsys.readouterr().out)["best"]
-    assert main(["export", "s1", "--storage", runs, "--to", "gguf"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    best = document["best"]
+    status = main(["export", "s1", "--storage", runs, "--to", "gguf"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"point: vector split layer 1 m {best['m']:.3g}")
+    if document["beats_baseline"]:
+        assert status == 0
+    else:  # refused as `best` refuses it (the tiny model's pick), unless --force
+        assert status == 1 and lines[1].startswith("verdict: does NOT beat")
+        assert lines[-1] == "nothing exported (pass --force to export it anyway)"
+        assert not (folder / "export-gguf").exists()
+        assert main(["export", "s1", "--storage", runs, "--to", "gguf", "--force"]) == 0
+        lines = capsys.readouterr().out.splitlines()
     out = folder / "export-gguf"
     assert lines[1].startswith(f"exported vector at layer 1, m {best['m']:g}, as gguf")
     assert json.loads((out / "easysteer.json").read_text())["scale"] == best["m"]
@@ -493,7 +536,8 @@ def test_export_a_search_point(finished, tiny_model_dir, capsys):
     assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
     plain = json.loads(capsys.readouterr().out)["front"]
     out = tmp_path / "point"
-    argv = ["export", "s1", "--storage", runs, "--to", "merged", "--point", str(len(plain))]
+    argv = ["export", "s1", "--storage", runs, "--to", "merged", "--force", "--point"]
+    argv.append(str(len(plain)))
     assert main([*argv, "--plain", "--out", str(out)]) == 0
     assert f"m {plain[-1]['m']:g}, as merged" in capsys.readouterr().out
     assert main([*argv[:-1], "99", "--plain"]) == 2

@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import pytest
@@ -69,7 +70,7 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
         dtype="float32",
     )
     space = load_space(None, {"layers": [1], "forms": ["vector"]})
-    baseline, utils, _, _ = unsteered(setup, space)
+    baseline, utils, prefs, _, _ = unsteered(setup, space)
     lm = load_model(str(tiny_model_dir))
     splits = setup.splits()
     for split in ("val", "test"):
@@ -78,7 +79,7 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
         assert baseline[f"{split}_util_odds"] == pytest.approx(row["util_odds"], abs=1e-5)
         summed = evaluate(lm, encoded, None, 0.0).summary().to_pylist()[0]
         assert abs(summed["util_odds"] - row["util_odds"]) > 1  # the scales differ
-    setup = replace(setup, baseline=baseline, baseline_util=utils)
+    setup = replace(setup, baseline=baseline, baseline_util=utils, baseline_pref=prefs)
     context = SimpleNamespace(get_node_id=lambda: "node")
     monkeypatch.setattr(trial.ray, "get_runtime_context", lambda: context)
     config = {"form": "vector", "objective": "diffmean", "layer": 1, "m": 2.0}
@@ -88,3 +89,15 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
     row = evaluate(lm, encoded, intervention, 2.0, per_token=True).summary().to_pylist()[0]
     assert metrics["pref_odds"] == pytest.approx(row["pref_odds"], abs=1e-5)
     assert metrics["util_drop"] == pytest.approx(baseline["val_util_odds"] - row["util_odds"])
+    # Per-pair test scores, the unsteered model's and the trial's, for best's paired verdict.
+    encoded = encode_pairs(lm.tokenizer, splits.test)
+    for scores, pref, util in (
+        (evaluate(lm, encoded, None, 0.0, per_token=True), prefs["test"], utils["test"]),
+        (
+            evaluate(lm, encoded, intervention, 2.0, per_token=True),
+            json.loads(metrics["test_pref_pairs"]),
+            json.loads(metrics["test_util_pairs"]),
+        ),
+    ):
+        assert pref == pytest.approx(scores.pref.tolist(), abs=1e-5)
+        assert util == pytest.approx(scores.util.tolist(), abs=1e-5)
