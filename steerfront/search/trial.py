@@ -25,10 +25,11 @@ import torch
 from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_concept
 from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
-from steerfront.lm import LM, load_model, resolve
+from steerfront.lm import LM, resolve
 from steerfront.memory import GB, MemoryCache, default_cache_bytes, release_unused
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
+from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.logodds import LogOdds, bootstrap_interval
 from steerfront.search.storage import Store
@@ -85,7 +86,7 @@ class SearchSetup:
         device, _ = resolve(self.device, self.dtype)
         if device.type == "cuda" and self.share(device) < 1:
             torch.cuda.set_per_process_memory_fraction(self.share(device), device)
-        return load_model(self.model, device=device, dtype=self.dtype)
+        return load_checked(self.model, device=device, dtype=self.dtype)
 
     def encode(self, lm: LM, pairs: PairSet) -> list[EncodedPair]:
         """Pairs as this search scores them."""

@@ -7,11 +7,12 @@ from conftest import tiny_tokenizer
 
 from steerfront.data import PairSet, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
-from steerfront.lm import LM, load_model
+from steerfront.lm import LM
 from steerfront.methods import FORMS, init_intervention
+from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.reference import reference_nll
-from steerfront.selfcheck import self_check
+from steerfront.scoring.selfcheck import self_check
 
 M = 1.5
 PAIRS = PairSet(
@@ -60,7 +61,7 @@ def scaled_dir(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scaled_lm(scaled_dir):
-    return load_model(str(scaled_dir), device="cpu", dtype=torch.float32)
+    return load_checked(str(scaled_dir), device="cpu", dtype=torch.float32)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -84,7 +85,7 @@ def test_self_check_passes_on_scaled_logits(scaled_lm):
 def test_self_check_refuses_a_fast_path_that_drops_the_scaling(scaled_dir, monkeypatch):
     monkeypatch.setattr(LM, "head", lambda self, hidden: self.model.lm_head(hidden))
     with pytest.raises(SteerfrontError) as info:
-        load_model(str(scaled_dir), device="cpu", dtype=torch.float32)
+        load_checked(str(scaled_dir), device="cpu", dtype=torch.float32)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{scaled_dir} fails the self-check: on probe 1 (unsteered)")
@@ -103,7 +104,7 @@ def test_self_check_refuses_a_layout_the_fast_path_cannot_run(tmp_path):
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(SteerfrontError) as info:  # GPT-2 keeps its blocks in transformer.h
-        load_model(str(tmp_path), device="cpu", dtype=torch.float32)
+        load_checked(str(tmp_path), device="cpu", dtype=torch.float32)
     assert str(info.value) == (
         f"{tmp_path} fails the self-check: steerfront's fast path cannot run it "
         "(AttributeError: 'GPT2LMHeadModel' object has no attribute 'model')"
