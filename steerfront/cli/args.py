@@ -15,7 +15,7 @@ from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
 if TYPE_CHECKING:
-    from steerfront.search.judged import JudgeSettings
+    from steerfront.search.judge_settings import JudgeSettings
 
 
 class Parser(argparse.ArgumentParser):
@@ -165,7 +165,7 @@ def per_form(values: dict) -> str:
 
 def search_store(search: str, storage: str) -> Store:
     """The search named on the command line (or given as a folder), its files at hand."""
-    from steerfront.search.run import STATE
+    from steerfront.search.settings import STATE
 
     folder = Path(search)
     store = Store(str(folder.parent), folder.name) if folder.is_dir() else None
@@ -181,7 +181,7 @@ def search_state(store: Store) -> dict:
     """The search's settings and setup (with the unsteered model's scores), as it recorded them."""
     import json
 
-    from steerfront.search.run import STATE
+    from steerfront.search.settings import STATE
 
     return json.loads((store.local / STATE).read_text())
 
@@ -334,7 +334,7 @@ def add_judge(parser: argparse.ArgumentParser, on_search: bool) -> None:
 
 def judge_settings(args: argparse.Namespace, seed: int) -> JudgeSettings | None:
     """The judge pass the flags ask for (files and endpoint checked), or None."""
-    from steerfront.search.judged import JudgeSettings
+    from steerfront.search.judge_settings import JudgeSettings
 
     if args.judge is None:
         return None

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
     from steerfront.lm import load_model
     from steerfront.methods.export import FORMATS, export
     from steerfront.methods.io import load_intervention, read_sidecar
-    from steerfront.search.run import STATE
+    from steerfront.search.settings import STATE
 
     store, record = None, None
     path = intervention_file(args.source)

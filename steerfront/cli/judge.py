@@ -42,7 +42,8 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.search.judged import judge_search
-    from steerfront.search.run import SearchSettings, ray_session
+    from steerfront.search.run import ray_session
+    from steerfront.search.settings import SearchSettings
     from steerfront.search.tracking import tracking_uri
 
     store = search_store(args.search, args.storage)

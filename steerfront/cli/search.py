@@ -27,7 +27,7 @@ from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
 if TYPE_CHECKING:
-    from steerfront.search.run import SearchSettings
+    from steerfront.search.settings import SearchSettings
     from steerfront.search.space import SearchSpace
 
 
@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> None:
     import time
 
     from steerfront.search.best import verdict
-    from steerfront.search.run import SearchSettings, run_search
+    from steerfront.search.run import run_search
+    from steerfront.search.settings import SearchSettings
     from steerfront.search.space import load_space
 
     if args.trials < 1:
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
-    from steerfront.search.run import STATE, SearchSettings
+    from steerfront.search.settings import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 
     store = Store(args.storage, args.resume)
@@ -253,7 +254,7 @@ def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     if args.judge:  # a judge pass asked for now replaces the one recorded
         settings.judge = judge_settings(args, settings.seed).stored()
     elif settings.judge:  # the recorded one: its files and endpoint checked again
-        from steerfront.search.judged import JudgeSettings
+        from steerfront.search.judge_settings import JudgeSettings
 
         JudgeSettings(**settings.judge).check()
     return settings, SearchSpace(**state["space"])
