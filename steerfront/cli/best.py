@@ -7,7 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_finished_search, describe, search_state, search_store
+from steerfront.cli.args import add_dtype, add_finished_search, search_state, search_store
+from steerfront.cli.report import describe
 from steerfront.defaults import JUDGE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search.best import RULES

@@ -11,10 +11,10 @@ from steerfront.cli.args import (
     add_judge,
     add_storage,
     judge_settings,
-    print_judged,
     search_state,
     search_store,
 )
+from steerfront.cli.report import print_judged
 
 
 def add(commands: argparse._SubParsersAction) -> None:

@@ -15,13 +15,11 @@ from steerfront.cli.args import (
     add_model,
     add_per_token,
     add_tracking_uri,
-    describe,
     ints,
     judge_settings,
-    print_front,
-    print_judged,
     words,
 )
+from steerfront.cli.report import describe, print_front, print_judged
 from steerfront.defaults import CACHE_SHARE, SEARCH, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store

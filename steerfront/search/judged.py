@@ -154,6 +154,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "judged": [point_summary(r, names) for r in judged],
         "agreement": agreement,
         "probe_accuracy": probe_accuracy,
+        "judge_warnings": judge_warnings(probe_accuracy),
         "unparsed": unparsed,
         "unparsed_example": next(
             (unparsed_answer(r, names) for r in rows if unparsed_answer(r, names)), None
@@ -161,6 +162,18 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "examples": examples(rows, judged, names, searched_pick(folder, settings)),
         "judge_folder": str(out),
     }
+
+
+def judge_warnings(probe_accuracy: float | None) -> list[str]:
+    """What a reader of the pass's results should be warned of (printed and in `--json`)."""
+    from steerfront.scoring.judge.local import PROBE_WARNING
+
+    if probe_accuracy is not None and probe_accuracy < PROBE_WARNING:
+        return [
+            f"the concept probe is below {PROBE_WARNING:g} accuracy on held-out training pairs: "
+            "read its concept scores with care"
+        ]
+    return []
 
 
 def _text_key(row: dict) -> tuple:
