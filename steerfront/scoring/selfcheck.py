@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from steerfront.batches import pad
 from steerfront.data import EncodedPair, PairSet, PolarityPair, encode_pairs
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, fast_linear
@@ -87,10 +88,7 @@ def _stock_nll(
     fast path's kernel (`fast_linear`): the check is about what the forward does, and that
     halves its time."""
     seqs = [e.prompt + (e.positive if positive else e.negative) for e, positive, _ in rows]
-    ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for r, seq in enumerate(seqs):
-        ids[r, : len(seq)], attention[r, : len(seq)] = torch.tensor(seq), 1
+    ids, attention = pad(seqs)
     spans = [range(len(rows[r][0].prompt) - 1, len(seq) - 1) for r, seq in enumerate(seqs)]
     keep = sorted(set().union(*spans))
     m = torch.tensor([m for _, _, m in rows], device=lm.device)
