@@ -23,10 +23,11 @@ import torch
 
 from steerfront.data import encode_pairs, load_concept
 from steerfront.defaults import DEFAULT_MODEL, TEST_FRACTION, TRAIN
-from steerfront.lm import load_model, serving_source
+from steerfront.lm import serving_source
 from steerfront.methods.export import CONTROL_VECTOR, EASYSTEER
 from steerfront.methods.gguf import control_vector_data
 from steerfront.methods.interventions import Intervention
+from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.llamacpp import LlamaCpp
 
@@ -48,7 +49,7 @@ def main() -> None:
     path = args.export / CONTROL_VECTOR
     width, data = control_vector_data(path)
     vector = torch.from_numpy(data[width * (layer - 1) : width * layer].copy())
-    lm = load_model(DEFAULT_MODEL, dtype="float32")
+    lm = load_checked(DEFAULT_MODEL, dtype="float32")
     split = load_concept(args.concept).split(0.0, TEST_FRACTION, seed=TRAIN["seed"])
     test = encode_pairs(lm.tokenizer, split.test)[: args.pairs]
     ours = evaluate(lm, test, Intervention("vector", layer, {"v": vector}), [0.0, m])

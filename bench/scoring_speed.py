@@ -27,9 +27,10 @@ import torch
 
 from steerfront.data import PairSet, encode_pairs, load_concept, load_pairs
 from steerfront.forward import shared_prompt_length
-from steerfront.lm import fast_linear, linear_kernel, load_model
+from steerfront.lm import fast_linear, linear_kernel
 from steerfront.methods import diffmean
 from steerfront.methods.interventions import Intervention
+from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.logodds import LogOdds
 from steerfront.scoring.reference import reference_nll
@@ -140,7 +141,7 @@ def main() -> None:
     parser.add_argument("--psychopathy", default=str(PSYCHOPATHY))
     args = parser.parse_args()
 
-    lm = load_model(args.model)
+    lm = load_checked(args.model)
     layer = lm.n_layers // 2
     sets = {
         "psychopathy": load_pairs(args.psychopathy),

@@ -40,15 +40,16 @@ from steerfront.defaults import DEFAULT_MODEL, SEARCH_SPACE, SPLIT  # noqa: E402
 from steerfront.errors import SteerfrontError  # noqa: E402
 from steerfront.lm import load_model  # noqa: E402
 from steerfront.memory import MemoryCache, default_cache_bytes  # noqa: E402
+from steerfront.models import load_checked  # noqa: E402
 from steerfront.search.best import front, points, read_trials  # noqa: E402
 from steerfront.search.pareto import hypervolume  # noqa: E402
 from steerfront.search.run import (  # noqa: E402
-    SearchSettings,
     new_setup,
     prepare,
     ray_session,
     run_search,
 )
+from steerfront.search.settings import SearchSettings  # noqa: E402
 from steerfront.search.space import Sampler, SearchSpace, load_space  # noqa: E402
 from steerfront.search.trial import obtain, score, train_key, train_spec  # noqa: E402
 
@@ -86,7 +87,7 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dic
     started = time.perf_counter()
     with ray_session(None):  # the baseline comes from a worker, as in a search
         setup, layers, _ = prepare(space, new_setup(space, settings), settings.resources)
-    lm = load_model(settings.model)
+    lm = load_checked(settings.model)
     splits = setup.splits()
     encoded = encode_pairs(lm.tokenizer, splits.val)
     prefixes = MemoryCache(default_cache_bytes(lm.device))

@@ -14,8 +14,8 @@ import json
 import time
 
 from steerfront.data import encode_pairs, load_concept
-from steerfront.lm import load_model
 from steerfront.methods import Objective, TrainSpec, train
+from steerfront.models import load_checked
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--form", default="lora", choices=["vector", "lora", "local_weight"])
     args = parser.parse_args()
 
-    lm = load_model(args.model)
+    lm = load_checked(args.model)
     encoded = encode_pairs(lm.tokenizer, load_concept(args.concept))[: args.pairs]
     # One pass over the pairs (8 steps for 64 pairs), as before the step budget.
     steps = -(-len(encoded) // 8)

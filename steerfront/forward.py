@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
+from steerfront.batches import by_length, pad
 from steerfront.data import EncodedPair
 from steerfront.lm import LM
 from steerfront.memory import tokens_per_batch
@@ -163,30 +164,18 @@ def pack(
     """
     drop = 0 if full_completions else 1
     lengths = [len(e.prompt) + len(e.positive) + len(e.negative) - 2 * drop for e in encoded]
-    order = sorted(range(len(encoded)), key=lambda i: lengths[i])
-    batches, start = [], 0
-    while start < len(order):
-        stop = start + 1
-        while (
-            stop < len(order)
-            and lengths[order[stop]] * (stop + 1 - start) <= tokens
-            and (max_rows is None or stop - start < max_rows)
-        ):
-            stop += 1
-        batches.append(
-            _pack_rows([encoded[i] for i in order[start:stop]], order[start:stop], drop, pad_id)
-        )
-        start = stop
-    return batches
+    return [
+        _pack_rows([encoded[i] for i in rows], rows, drop, pad_id)
+        for rows in by_length(lengths, tokens, max_rows)
+    ]
 
 
 def _pack_rows(rows: list[EncodedPair], pairs: list[int], drop: int, pad_id: int) -> PackedBatch:
-    n, width = (
-        len(rows),
-        max(len(e.prompt) + len(e.positive) + len(e.negative) - 2 * drop for e in rows),
-    )
+    cut = [(len(e.positive) - drop, len(e.negative) - drop) for e in rows]
+    seqs = [e.prompt + e.positive[:a] + e.negative[:b] for e, (a, b) in zip(rows, cut, strict=True)]
+    ids, _ = pad(seqs, pad_id)
+    n, width = ids.shape
     kp, kn = max(len(e.positive) for e in rows), max(len(e.negative) for e in rows)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     lengths, pos_span, neg_span = [], [], []
     at = {k: torch.zeros((n, w), dtype=torch.long) for k, w in (("pos", kp), ("neg", kn))}
@@ -194,8 +183,7 @@ def _pack_rows(rows: list[EncodedPair], pairs: list[int], drop: int, pad_id: int
     valid = {k: torch.zeros((n, w), dtype=torch.bool) for k, w in (("pos", kp), ("neg", kn))}
     for i, e in enumerate(rows):
         p = len(e.prompt)
-        a, b = len(e.positive) - drop, len(e.negative) - drop
-        ids[i, : p + a + b] = torch.tensor(e.prompt + e.positive[:a] + e.negative[:b])
+        a, b = cut[i]
         positions[i, : p + a + b] = torch.cat(
             [torch.arange(p), torch.arange(p, p + a), torch.arange(p, p + b)]
         )

@@ -456,8 +456,8 @@ def load_model(
     """Load a model and tokenizer from the built-in name, a local folder or a hub id, on
     `device` in `dtype` (`resolve`).
 
-    The model is refused unless steerfront's fast path scores a few probes as its own forward
-    does (`steerfront.selfcheck`; on the default model 0.65 s on two cores, 0.95 s on one).
+    Loading only: `steerfront.models.load_checked` adds the self-check that the fast path
+    scores the model as its own forward does (for the commands that score).
     """
     device, dtype = resolve(device, dtype)
     folder, kwargs, offline = _source(spec, trust_remote_code)
@@ -467,11 +467,7 @@ def load_model(
     model.to(device).eval()
     model.requires_grad_(False)
     choose_kernel(model)
-    lm = LM(model=model, tokenizer=tokenizer, spec=spec)
-    from steerfront.selfcheck import self_check  # it scores, and scoring builds on lm
-
-    self_check(lm)
-    return lm
+    return LM(model=model, tokenizer=tokenizer, spec=spec)
 
 
 def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict, str | None]:

@@ -1,12 +1,10 @@
-"""Argument helpers and printers the commands share."""
+"""Argument helpers the commands share (their printing is in `report`)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
-import itertools
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +13,7 @@ from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
 if TYPE_CHECKING:
-    from steerfront.search.judged import JudgeSettings
+    from steerfront.search.judge_settings import JudgeSettings
 
 
 class Parser(argparse.ArgumentParser):
@@ -165,7 +163,7 @@ def per_form(values: dict) -> str:
 
 def search_store(search: str, storage: str) -> Store:
     """The search named on the command line (or given as a folder), its files at hand."""
-    from steerfront.search.run import STATE
+    from steerfront.search.settings import STATE
 
     folder = Path(search)
     store = Store(str(folder.parent), folder.name) if folder.is_dir() else None
@@ -181,7 +179,7 @@ def search_state(store: Store) -> dict:
     """The search's settings and setup (with the unsteered model's scores), as it recorded them."""
     import json
 
-    from steerfront.search.run import STATE
+    from steerfront.search.settings import STATE
 
     return json.loads((store.local / STATE).read_text())
 
@@ -191,61 +189,6 @@ def search_budget(state: dict, given: float | None) -> float:
     if given is not None:
         return given
     return state["settings"].get("extra", {}).get("max_util_drop", SEARCH["max_util_drop"])
-
-
-def describe(record: dict) -> str:
-    parts = [
-        f"{record['form']} {record['objective']} layer {int(record['layer'])} m {record['m']:.3g}"
-    ]
-    if record.get("rank") is not None:
-        parts.append(f"rank {int(record['rank'])}")
-    if record.get("gamma") is not None:
-        parts.append(f"gamma {record['gamma']:.3g}")
-    parts.append(
-        f"pref_odds {record['pref_odds']:.3f} util_odds {record['util_odds']:.3f} "
-        f"(test {cell(record.get('test_pref_odds'))} / {cell(record.get('test_util_odds'))})"
-    )
-    return ", ".join(parts)
-
-
-def print_front(rows: list[dict], baseline: dict) -> None:
-    """The unsteered model, then one line per front point (`dense`: a point of the extended
-    front that is not a trial's own result); log-odds with their 95% intervals."""
-    narrow = ("point", "form", "objective", "layer", "m", "rank", "gamma")
-    wide = ("pref val", "util val", "drop val", "pref test", "util test")
-    print(" ".join(f"{h:>12}" for h in narrow) + " " + " ".join(f"{h:>21}" for h in wide))
-    scores = ("pref_odds", "util_odds", "util_drop", "test_pref_odds", "test_util_odds")
-    unsteered = {
-        "point": "unsteered",
-        "pref_odds": baseline.get("val_pref_odds"),
-        "util_odds": baseline.get("val_util_odds"),
-        "util_drop": 0.0,
-        **{f"pref_odds{e}": baseline.get(f"val_pref_odds{e}") for e in ("_lo", "_hi")},
-        **{f"util_odds{e}": baseline.get(f"val_util_odds{e}") for e in ("_lo", "_hi")},
-        **{k: v for k, v in baseline.items() if k.startswith("test_")},
-    }
-    for r in [unsteered, *rows]:
-        point = r.get("point") or ("dense" if r.get("dense") else "trial")
-        cells = [point, r.get("form"), r.get("objective"), r.get("layer"), r.get("m")]
-        cells += [r.get("rank"), r.get("gamma")]
-        line = " ".join(f"{cell(c):>12}" for c in cells)
-        print(line + " " + " ".join(f"{interval(r, k):>21}" for k in scores))
-
-
-def interval(record: dict, key: str) -> str:
-    """`mean [low, high]`, or the mean alone where the interval is not known."""
-    low, high = record.get(f"{key}_lo"), record.get(f"{key}_hi")
-    if low is None or high is None:
-        return cell(record.get(key))
-    return f"{record[key]:.3f} [{low:.2f},{high:.2f}]"
-
-
-def cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.3f}"
-    return str(value)
 
 
 def add_judge(parser: argparse.ArgumentParser, on_search: bool) -> None:
@@ -341,7 +284,7 @@ def add_judge(parser: argparse.ArgumentParser, on_search: bool) -> None:
 
 def judge_settings(args: argparse.Namespace, seed: int) -> JudgeSettings | None:
     """The judge pass the flags ask for (files and endpoint checked), or None."""
-    from steerfront.search.judged import JudgeSettings
+    from steerfront.search.judge_settings import JudgeSettings
 
     if args.judge is None:
         return None
@@ -361,68 +304,3 @@ def judge_settings(args: argparse.Namespace, seed: int) -> JudgeSettings | None:
         concurrency=args.judge_concurrency,
         concept_text=args.concept_text,
     ).check()
-
-
-def print_judged(summary: dict) -> None:
-    """The judged points below the unsteered model, the agreement of log-odds with the judge,
-    and two generations of the picked point beside the unsteered model's."""
-    judged = summary["judged"]
-    names = [k for k in judged[0] if k not in _JUDGED_FIELDS]
-    head = ("point", "form", "objective", "layer", "m", "pref val", "util val")
-    print(" ".join(f"{h:>12}" for h in (*head, *names)))
-    for r in judged:
-        cells = ["unsteered" if r["point"] == 0 else r["point"], r["form"], r["objective"]]
-        cells += [r["layer"], r["m"], r["pref_odds"], r["util_odds"], *(r[n] for n in names)]
-        print(" ".join(f"{cell(c):>12}" for c in cells))
-    accuracy = summary.get("probe_accuracy")
-    if accuracy is not None:
-        print(f"concept probe: held-out accuracy {accuracy:.2f}")
-        if accuracy < 0.8:
-            print(
-                "steerfront: warning: the concept probe is below 0.8 accuracy on held-out "
-                "training pairs: read its concept scores with care",
-                file=sys.stderr,
-            )
-    if summary.get("unparsed"):
-        print(
-            f"{summary['unparsed']} judge answers held no rating (kept in generations.parquet, "
-            f"columns *_answer; not scored), e.g.: {summary['unparsed_example'][:200]!r}"
-        )
-    agreement = summary["agreement"]
-    print(
-        f"agreement over {len(judged)} judged points (Spearman's rho): pref_odds vs concept "
-        f"{cell(agreement['pref_concept'])}, util_odds vs fluency {cell(agreement['util_fluency'])}"
-    )
-    shown = summary["examples"]
-    if shown["picked"] is not None:
-        p = shown["picked"]
-        why = {
-            "judged": "best --rule judged",
-            "max-pref": "the search's pick, best --rule max-pref: no judged point keeps "
-            "enough fluency for --rule judged",
-        }[shown["rule"]]
-        print(f"\npicked ({why}): point {p['point']}, {p['form']} {p['objective']} "
-              f"layer {p['layer']} m {p['m']:.3g}")  # fmt: skip
-        for pair in shown["rows"]:
-            print(f"\nprompt: {pair['prompt']}")
-            side_by_side(pair["unsteered"], pair["picked"], names)
-    print(f"judge results: {summary['judge_folder']}/")
-
-
-_JUDGED_FIELDS = (
-    "point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma", "pref_odds",
-    "util_odds", "n", "probe_accuracy", "unparsed",
-)  # fmt: skip
-
-
-def side_by_side(left: dict, right: dict, names: list[str], width: int = 48) -> None:
-    """Two generations in two columns, their scores below them."""
-    import textwrap
-
-    columns = []
-    for title, side in (("unsteered", left), ("picked", right)):
-        scores = ", ".join(f"{n} {cell(side.get(n))}" for n in names if n in side)
-        lines = [title, *textwrap.wrap(" ".join(side["text"].split()) or "(empty)", width)]
-        columns.append([*lines, "", *textwrap.wrap(scores, width)])
-    for a, b in itertools.zip_longest(*columns, fillvalue=""):
-        print(f"  {a:<{width}}  | {b}")

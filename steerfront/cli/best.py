@@ -10,11 +10,11 @@ from pathlib import Path
 from steerfront.cli.args import (
     add_dtype,
     add_finished_search,
-    describe,
     search_budget,
     search_state,
     search_store,
 )
+from steerfront.cli.report import describe
 from steerfront.defaults import JUDGE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search.best import RULES

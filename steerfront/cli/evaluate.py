@@ -75,10 +75,11 @@ def run(args: argparse.Namespace) -> None:
 def unsteered(args: argparse.Namespace, pairs: PairSet) -> None:
     """The unsteered model pair by pair, then the means."""
     from steerfront.data import encode_pairs
-    from steerfront.lm import dtype_name, load_model
+    from steerfront.lm import dtype_name
+    from steerfront.models import load_checked
     from steerfront.scoring.evaluate import evaluate
 
-    lm = load_model(args.model or DEFAULT_MODEL, dtype=args.dtype)
+    lm = load_checked(args.model or DEFAULT_MODEL, dtype=args.dtype)
     encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)
     scores = evaluate(
         lm, encoded[: args.pairs or UNSTEERED_PAIRS], None, 0.0, per_token=args.per_token
@@ -107,8 +108,9 @@ def unsteered(args: argparse.Namespace, pairs: PairSet) -> None:
 def steered(args: argparse.Namespace, pairs: PairSet) -> None:
     """An exported intervention at every m, m = 0 (the unsteered model) first."""
     from steerfront.data import encode_pairs
-    from steerfront.lm import dtype_name, load_model
+    from steerfront.lm import dtype_name
     from steerfront.methods.io import load_intervention, read_sidecar
+    from steerfront.models import load_checked
     from steerfront.scoring.evaluate import check_grid, evaluate
 
     sidecar = read_sidecar(args.intervention)
@@ -117,7 +119,7 @@ def steered(args: argparse.Namespace, pairs: PairSet) -> None:
         ms = check_grid(saved if args.m is None else args.m).tolist()
     except SteerfrontError as err:
         raise SteerfrontError(f"--m: {err}") from None
-    lm = load_model(intervention_model(args.intervention, sidecar, args.model), dtype=args.dtype)
+    lm = load_checked(intervention_model(args.intervention, sidecar, args.model), dtype=args.dtype)
     intervention = load_intervention(args.intervention, lm)
     encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)[: args.pairs]
     grid = sorted({0.0, *ms})

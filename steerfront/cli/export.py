@@ -8,11 +8,11 @@ from pathlib import Path
 from steerfront.cli.args import (
     add_dtype,
     add_storage,
-    describe,
     search_budget,
     search_state,
     search_store,
 )
+from steerfront.cli.report import describe
 from steerfront.defaults import EXPORT_FORMATS
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store

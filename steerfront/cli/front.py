@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from steerfront.cli.args import add_finished_search, print_front, search_state, search_store
+from steerfront.cli.args import add_finished_search, search_state, search_store
+from steerfront.cli.report import print_front
 
 
 def add(commands: argparse._SubParsersAction) -> None:

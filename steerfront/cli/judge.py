@@ -11,10 +11,10 @@ from steerfront.cli.args import (
     add_judge,
     add_storage,
     judge_settings,
-    print_judged,
     search_state,
     search_store,
 )
+from steerfront.cli.report import print_judged
 
 
 def add(commands: argparse._SubParsersAction) -> None:
@@ -42,7 +42,8 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.search.judged import judge_search
-    from steerfront.search.run import SearchSettings, ray_session
+    from steerfront.search.run import ray_session
+    from steerfront.search.settings import SearchSettings
     from steerfront.search.tracking import tracking_uri
 
     store = search_store(args.search, args.storage)

@@ -15,19 +15,17 @@ from steerfront.cli.args import (
     add_model,
     add_per_token,
     add_tracking_uri,
-    describe,
     ints,
     judge_settings,
-    print_front,
-    print_judged,
     words,
 )
+from steerfront.cli.report import describe, print_front, print_judged
 from steerfront.defaults import CACHE_SHARE, SEARCH, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
 if TYPE_CHECKING:
-    from steerfront.search.run import SearchSettings
+    from steerfront.search.settings import SearchSettings
     from steerfront.search.space import SearchSpace
 
 
@@ -175,7 +173,8 @@ def run(args: argparse.Namespace) -> None:
     import time
 
     from steerfront.search.best import verdict
-    from steerfront.search.run import SearchSettings, run_search
+    from steerfront.search.run import run_search
+    from steerfront.search.settings import SearchSettings
     from steerfront.search.space import load_space
 
     if args.trials < 1:
@@ -247,7 +246,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
-    from steerfront.search.run import STATE, SearchSettings
+    from steerfront.search.settings import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 
     store = Store(args.storage, args.resume)
@@ -260,7 +259,7 @@ def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     if args.judge:  # a judge pass asked for now replaces the one recorded
         settings.judge = judge_settings(args, settings.seed).stored()
     elif settings.judge:  # the recorded one: its files and endpoint checked again
-        from steerfront.search.judged import JudgeSettings
+        from steerfront.search.judge_settings import JudgeSettings
 
         JudgeSettings(**settings.judge).check()
     return settings, SearchSpace(**state["space"])

@@ -133,9 +133,9 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.data import load_concept
-    from steerfront.lm import load_model
     from steerfront.methods import Objective, TrainSpec
     from steerfront.methods.interventions import shapes
+    from steerfront.models import load_checked
     from steerfront.scoring.report import write_sweep
     from steerfront.scoring.sweep import default_grid, fit_problem, run_sweep, sweep_grid
 
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> None:
         gamma=args.gamma,
         theta=args.theta,
     )
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_checked(args.model, dtype=args.dtype)
     spec = TrainSpec(
         form=args.form,
         layer=lm.check_layer(args.layer if args.layer is not None else lm.n_layers // 2),

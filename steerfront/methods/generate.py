@@ -19,6 +19,7 @@ from contextlib import nullcontext
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from steerfront.batches import pad as pad_rows
 from steerfront.data import render_prompt
 from steerfront.lm import LM
 from steerfront.memory import generation_rows
@@ -73,12 +74,8 @@ def generate_rows(
     seeds = row_seeds(prompts, m, seed)
     for start in range(0, len(order), step):
         rows = order[start : start + step]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]) :] = 1
+        ids, mask = pad_rows([encoded[i] for i in rows], pad, left=True)
+        width = ids.shape[1]
         scale = torch.tensor([float(m[i]) for i in rows], device=lm.device)
         steering = intervention.attached(lm, m=scale) if intervention else nullcontext()
         sampling = {}

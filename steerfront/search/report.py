@@ -222,3 +222,39 @@ def plot_hypervolume(volumes: list[float], volumes_extended: list[float], path: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_judged(front: list[dict], judged: list[dict], path: Path) -> None:
+    """The extended front, each judged point coloured by its judged fluency (grey where the
+    judge gives none) with its concept score beside it, the unsteered model a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if front:
+        x, y = [r["pref_odds"] for r in front], [r["util_odds"] for r in front]
+        ax.plot(x, y, "--", color="black", lw=1, label="extended front")
+    fluency = [r.get("fluency") for r in judged]
+    known = [f for f in fluency if f is not None]
+    norm = matplotlib.colors.Normalize(min(known, default=0), max(known, default=1))
+    for r, f in zip(judged, fluency, strict=True):
+        colour = "lightgrey" if f is None else plt.cm.viridis(norm(f))
+        marker, size = ("*", 260) if r["point"] == 0 else ("o", 90)
+        ax.scatter([r["pref_odds"]], [r["util_odds"]], s=size, marker=marker, color=colour,
+                   edgecolor="black", zorder=5)  # fmt: skip
+        if r.get("concept") is not None:
+            ax.annotate(f"{r['concept']:.2f}", (r["pref_odds"], r["util_odds"]), fontsize=8,
+                        xytext=(6, 6), textcoords="offset points")  # fmt: skip
+    if known:
+        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax)
+        bar.set_label(f"judged fluency ({judged[0]['judge']})")
+    ax.set_xlabel("pref_odds (validation)")
+    ax.set_ylabel("util_odds (validation)")
+    ax.set_title("judged points (star: unsteered; label: concept score)")
+    if front:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -6,102 +6,33 @@ the validation pairs. Test pairs are scored for every trial but never used for s
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ray.tune import Callback
 
-from steerfront.defaults import DTYPES, LEARNING_RATE, SEARCH
+from steerfront.defaults import LEARNING_RATE
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
 from steerfront.search.best import front_volume, read_trials, volume_reference
 from steerfront.search.records import PER_PAIR, RESULT_KEYS, write_table
 from steerfront.search.report import RESULT_FILES, write_results
+from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.space import Sampler, SearchSpace
 from steerfront.search.storage import Store, is_uri
 from steerfront.search.tracking import PARAMS, Tracker, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
 from steerfront.search.worker import in_worker, unsteered
-
-STATE = "search.json"
-
-
-@dataclass
-class SearchSettings:
-    """How and where a search runs (the space says what it searches)."""
-
-    name: str
-    model: str
-    concept: str
-    fmt: str | None = None
-    trials: int = SEARCH["trials"]
-    sampler: str = SEARCH["sampler"]
-    seed: int = SEARCH["seed"]
-    concurrency: int | None = None  # None: as many as the CPUs (or GPUs) allow
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    val_fraction: float = SEARCH["val_fraction"]
-    test_fraction: float = SEARCH["test_fraction"]
-    storage: str = SEARCH["storage"]
-    tracking_uri: str | None = None
-    address: str | None = None
-    retries: int = 1  # a trial whose worker dies is run again this many times, then failed
-    end_of_turn: bool = False  # score each completion with the turn's end
-    per_token: bool = False  # score each completion by its mean NLL per token
-    dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
-    dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
-    cache_gb: float | None = None  # a worker's cache budget; None: from its device's memory
-    util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
-    judge: dict | None = None  # a judge pass when the search ends (JudgeSettings' fields)
-    quiet: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) or ".." in self.name:
-            raise SteerfrontError(
-                f"search name {self.name!r}: use letters, digits, '.', '_' and '-' only "
-                "(a name is a folder inside --storage)"
-            )
-        if self.dense_m < 0:
-            raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
-        if self.cache_gb is not None and not 0 < self.cache_gb < math.inf:
-            raise SteerfrontError(
-                f"--cache-gb must be a number of GB above 0, not {self.cache_gb:g}"
-            )
-        if not self.util_floor > 0:
-            raise SteerfrontError(f"--util-floor must be above 0, not {self.util_floor}")
-        if self.dtype not in DTYPES:
-            raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
-
-    @functools.cached_property
-    def store(self) -> Store:
-        return Store(self.storage, self.name)
-
-    @property
-    def folder(self) -> Path:
-        """The search's folder on this machine (a mirror, for an object store)."""
-        return self.store.local
-
-    @property
-    def tracking(self) -> str:
-        return tracking_uri(self.tracking_uri, self.storage)
-
-    @property
-    def resources(self) -> dict[str, float]:
-        """A trial's, and those of the driver's model work (done in a worker like a trial)."""
-        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
 
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
@@ -135,7 +66,8 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
                 shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
         summary = _run(space, settings, setup, layers, state, memory)
         if settings.judge and summary["trials"] >= settings.trials:
-            from steerfront.search.judged import JudgeSettings, judge_search
+            from steerfront.search.judge_settings import JudgeSettings
+            from steerfront.search.judged import judge_search
 
             summary.update(judge_search(settings, JudgeSettings(**settings.judge)))
         return summary

@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -233,6 +234,47 @@ class Tracker:
     @_in_turn
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status)
+
+
+def log_judged(
+    uri: str,
+    name: str,
+    parent_run_id: str,
+    judged: list[dict],
+    rows: list[dict],
+    names: list[str],
+    agreement: dict,
+    out: Path,
+    folder: str,
+    files: tuple[str, ...],
+) -> None:
+    """`judge_*` metrics on each judged point's child run (the unsteered model's and the
+    agreement on the parent), the generations as a table and the files on the parent. MLflow
+    down: a warning, the files stay in `out` (the search's `folder`, whose `files` are logged)."""
+    try:
+        tracker = Tracker(uri, name, parent_run_id)
+        for record in judged:
+            keys = [*names, *(f"{n}_se" for n in names), "probe_accuracy"]
+            metrics = {k: record[k] for k in keys if record.get(k) is not None}
+            if record["point"] == 0:
+                tracker.log_parent_metrics({f"judge_unsteered_{k}": v for k, v in metrics.items()})
+            else:
+                tracker.log_point(record, {f"judge_{k}": v for k, v in metrics.items()})
+        tracker.log_parent_metrics(
+            {f"judge_agreement_{k}": v for k, v in agreement.items() if v is not None}
+        )
+        columns = [k for k in rows[0] if k not in ("train_key", "trial_id")]
+        tracker.log_table(
+            {k: [r.get(k) for r in rows] for k in columns}, f"{folder}/generations.json"
+        )
+        for file in files:
+            tracker.log_artifact(out / file, folder)
+    except Exception as exc:  # any store or server failure
+        print(
+            f"steerfront: warning: judge results not logged to MLflow "
+            f"({str(exc).splitlines()[0][:200]}); they are in {out}",
+            file=sys.stderr,
+        )
 
 
 def serve_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> None:

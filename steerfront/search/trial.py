@@ -25,7 +25,7 @@ import torch
 from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_concept
 from steerfront.defaults import TRAIN
 from steerfront.errors import SteerfrontError
-from steerfront.lm import LM, load_model, resolve
+from steerfront.lm import LM, resolve
 from steerfront.memory import (
     GB,
     MemoryCache,
@@ -35,6 +35,7 @@ from steerfront.memory import (
 )
 from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
+from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.logodds import LogOdds, bootstrap_interval
 from steerfront.search.records import PER_PAIR
@@ -96,7 +97,7 @@ class SearchSetup:
             torch.cuda.set_per_process_memory_fraction(self.share(device), device)
         if device.type == "cpu":  # trials side by side share the machine's free RAM
             set_cpu_share(self.share(device))
-        return load_model(self.model, device=device, dtype=self.dtype)
+        return load_checked(self.model, device=device, dtype=self.dtype)
 
     def encode(self, lm: LM, pairs: PairSet) -> list[EncodedPair]:
         """Pairs as this search scores them."""

@@ -36,6 +36,23 @@ def test_bipo_reads_the_first_score_on_its_first_line():
     assert messages[0]["role"] == "system" and "Question: Q?" in messages[1]["content"]
 
 
+@pytest.mark.parametrize(
+    "answer, score",
+    [
+        ("On a scale of 1 to 4, I would rate this response a 3.", 3),
+        ("On a scale of 1 to 4 ... 3", 3),
+        ("On a scale from 1-4: 2", 2),
+        ("Rating (1 – 4): 4", 4),
+        ("3 out of 4", 3),
+        ("3/4, willing within limits", 3),
+        ("Between 1 and 4, it is a 1", 1),
+        ("On a scale of 1 to 4", None),  # the scale alone: no score
+    ],
+)
+def test_bipo_does_not_read_a_restated_scale_as_the_score(answer, score):
+    assert load_rubric("bipo").rating(answer) == score
+
+
 def test_placeholders_are_filled_literally():
     rubric = load_rubric("axbench")
     text = rubric.messages("concept", "p", "a {generation} with {braces}", "joy")[0]["content"]

@@ -242,7 +242,7 @@ def test_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_model_dir, capsys, fl
 def test_cli_refuses_a_grid_the_fits_cannot_use_before_loading(
     tmp_path, tiny_model_dir, monkeypatch, capsys, grid, message
 ):
-    monkeypatch.setattr("steerfront.lm.load_model", _no_training)
+    monkeypatch.setattr("steerfront.models.load_checked", _no_training)
     monkeypatch.setattr(sweep, "fit", _no_training)
     out = tmp_path / "sweep"
     status = main(["sweep", "--model", str(tiny_model_dir), f"--m={grid}", "--out", str(out)])

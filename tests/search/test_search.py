@@ -496,7 +496,7 @@ def test_bad_search_input(tmp_path, tiny_model_dir, capsys, flags, message):
 
 def test_settings_refuse_an_unknown_dtype():
     from steerfront.errors import SteerfrontError
-    from steerfront.search.run import SearchSettings
+    from steerfront.search.settings import SearchSettings
 
     with pytest.raises(SteerfrontError, match=r"^--dtype 'float16': choose from auto, "):
         SearchSettings(name="s", model="m", concept="c", dtype="float16")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from steerfront.batches import by_length, pad
 from steerfront.data import PairSet, encode_pairs, render_prompt
 from steerfront.lm import LM, fast_linear
 from steerfront.memory import tokens_per_batch
@@ -98,23 +99,12 @@ class LocalJudge:
         logp, counts = np.zeros(n), np.array([len(t) for t in texts], dtype=float)
         states = np.zeros((n, lm.hidden_size))
         lengths = [len(c) + len(t) for c, t in zip(contexts, texts, strict=True)]
-        order = sorted(range(n), key=lambda i: lengths[i])
         # with_states keeps every layer's hidden state of every token
         kept = (lm.n_layers + 1) * lm.hidden_size * lm.dtype.itemsize if with_states else 0
         width = max(lengths, default=1)
         tokens = tokens_per_batch(lm.config, lm.dtype, lm.device, width, kept=kept)
-        start = 0
-        while start < n:
-            stop = start + 1
-            while stop < n and lengths[order[stop]] * (stop + 1 - start) <= tokens:
-                stop += 1
-            rows = order[start:stop]
-            width = max(lengths[i] for i in rows)
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, : lengths[i]] = torch.tensor(contexts[i] + texts[i])
-                mask[r, : lengths[i]] = 1
+        for rows in by_length(lengths, tokens):
+            ids, mask = pad([contexts[i] + texts[i] for i in rows])
             with fast_linear():
                 out = lm.model.model(
                     input_ids=ids.to(lm.device),
@@ -133,7 +123,6 @@ class LocalJudge:
                 if with_states:
                     hidden = out.hidden_states[self.layer + 1][r, a:b]
                     states[i] = hidden.float().mean(0).cpu().numpy()
-            start = stop
         return logp, counts, states
 
 

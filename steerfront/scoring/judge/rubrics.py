@@ -3,7 +3,8 @@
 A rubric is a YAML file (the built-in `axbench` and `bipo` are such files in `rubrics/`):
 
     parse: rating        # rating: the number after the last "Rating:" ([[n]] brackets stripped)
-                         # first: the first whole number within the scale in the answer's first line
+                         # first: the first whole number within the scale in the answer's first
+                         # line, a restated scale ("1 to 4", "1-4", "out of 4", "/4") skipped
     scale: [0, 2]        # ratings outside it count as unparsable
     combine: harmonic    # optional: also score the harmonic mean of all ratings (0 if any is 0)
     temperature: 0.7     # the judge's sampling temperature
@@ -33,6 +34,9 @@ RUBRICS = ("axbench", "bipo")
 PLACEHOLDERS = ("prompt", "generation", "concept")
 PARSERS = ("rating", "first")
 _FIELDS = {"parse", "scale", "combine", "temperature", "max_tokens", "system", "questions"}
+# A scale restated in an answer ("on a scale of 1 to 4", "1-4", "3 out of 4", "3/4"): its
+# numbers are the scale's, not the rating.
+_RESTATED_SCALE = re.compile(r"\d+\s*(?:-|–|to|and)\s*\d+|(?:out of|/)\s*\d+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ class Rubric:
                 return None
         else:
             lines = answer.strip().splitlines()
-            found = [float(n) for n in re.findall(r"\d+", lines[0] if lines else "")]
+            first = _RESTATED_SCALE.sub(" ", lines[0] if lines else "")
+            found = [float(n) for n in re.findall(r"\d+", first)]
             value = next((n for n in found if low <= n <= high), None)
             if value is None:
                 return None

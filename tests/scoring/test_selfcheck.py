@@ -7,11 +7,12 @@ from conftest import tiny_tokenizer
 
 from steerfront.data import PairSet, encode_pairs, load_concept
 from steerfront.errors import SteerfrontError
-from steerfront.lm import LM, load_model
+from steerfront.lm import LM
 from steerfront.methods import FORMS, init_intervention
+from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.reference import reference_nll
-from steerfront.selfcheck import self_check
+from steerfront.scoring.selfcheck import self_check
 
 M = 1.5
 PAIRS = PairSet(
@@ -60,7 +61,7 @@ def scaled_dir(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scaled_lm(scaled_dir):
-    return load_model(str(scaled_dir), device="cpu", dtype=torch.float32)
+    return load_checked(str(scaled_dir), device="cpu", dtype=torch.float32)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -84,7 +85,7 @@ def test_self_check_passes_on_scaled_logits(scaled_lm):
 def test_self_check_refuses_a_fast_path_that_drops_the_scaling(scaled_dir, monkeypatch):
     monkeypatch.setattr(LM, "head", lambda self, hidden: self.model.lm_head(hidden))
     with pytest.raises(SteerfrontError) as info:
-        load_model(str(scaled_dir), device="cpu", dtype=torch.float32)
+        load_checked(str(scaled_dir), device="cpu", dtype=torch.float32)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{scaled_dir} fails the self-check: on probe 1 (unsteered)")
@@ -103,8 +104,79 @@ def test_self_check_refuses_a_layout_the_fast_path_cannot_run(tmp_path):
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(SteerfrontError) as info:  # GPT-2 keeps its blocks in transformer.h
-        load_model(str(tmp_path), device="cpu", dtype=torch.float32)
+        load_checked(str(tmp_path), device="cpu", dtype=torch.float32)
     assert str(info.value) == (
         f"{tmp_path} fails the self-check: steerfront's fast path cannot run it "
         "(AttributeError: 'GPT2LMHeadModel' object has no attribute 'model')"
     )
+
+
+def test_self_check_refuses_a_fast_path_that_drops_the_vector_in_the_prefix(tiny_lm, monkeypatch):
+    from steerfront.methods.interventions import Intervention
+
+    monkeypatch.setattr(Intervention, "enter", lambda self, hidden: hidden)
+    with pytest.raises(SteerfrontError) as info:
+        self_check(tiny_lm)
+    middle = tiny_lm.n_layers // 2
+    assert str(info.value).startswith(
+        f"{tiny_lm.spec} fails the self-check: on probe 2 (vector at layer {middle}, m=2) "
+    )
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_self_check_refuses_a_fast_path_that_steers_a_form_wrong(tiny_lm, monkeypatch, form):
+    import steerfront.scoring.selfcheck as selfcheck
+
+    def off(lm, encoded, intervention, m, *args, **kwargs):
+        if intervention is not None and intervention.form == form:
+            m = 0.0  # this form's steering lost on the fast path
+        return evaluate(lm, encoded, intervention, m, *args, **kwargs)
+
+    monkeypatch.setattr(selfcheck, "evaluate", off)
+    with pytest.raises(SteerfrontError) as info:
+        self_check(tiny_lm)
+    middle = tiny_lm.n_layers // 2
+    assert f"on probe 2 ({form} at layer {middle}, m=2) steerfront's fast path gives L_p" in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")),
+        lambda: torch.no_such_function(),
+        lambda: (_ for _ in ()).throw(RuntimeError("a kernel failed")),
+    ],
+    ids=["out of memory", "missing torch function", "kernel"],
+)
+def test_self_check_reports_only_layout_errors_as_layout(tiny_lm, monkeypatch, failure):
+    import steerfront.scoring.selfcheck as selfcheck
+
+    monkeypatch.setattr(selfcheck, "evaluate", lambda *args, **kwargs: failure())
+    with pytest.raises(Exception) as info:
+        self_check(tiny_lm)
+    assert not isinstance(info.value, SteerfrontError)
+    assert type(info.value) in (torch.OutOfMemoryError, AttributeError, RuntimeError)
+
+
+def test_self_check_probes_every_form_at_the_middle_layer(tiny_lm, monkeypatch):
+    import steerfront.scoring.selfcheck as selfcheck
+
+    seen = []
+
+    def spy(lm, encoded, intervention, m, *args, **kwargs):
+        seen.append(None if intervention is None else (intervention.form, intervention.layer, m))
+        return evaluate(lm, encoded, intervention, m, *args, **kwargs)
+
+    monkeypatch.setattr(selfcheck, "evaluate", spy)
+    self_check(tiny_lm)
+    assert seen == [None, *((form, tiny_lm.n_layers // 2, 2.0) for form in FORMS)]
+
+
+def test_self_check_passes_on_the_tiny_models_in_fp32_and_bf16(tiny_lm_bf16):
+    """(Loading no longer checks: what every test model's load once checked, checked here.)"""
+    from steerfront.lm import load_model
+
+    assert self_check(load_model(tiny_lm_bf16.spec, device="cpu", dtype=torch.float32)) < 1e-3
+    assert self_check(tiny_lm_bf16) < 0.2

@@ -3,18 +3,22 @@
 The evaluator bypasses the model's forward (a frozen prefix, packed rows with a tree mask, the
 shared prompt's keys and values, the head only where scored): an architecture whose forward
 does something more would be scored wrong without a word. Two probe pairs, rendered through
-the model's chat template, are scored both ways (one unsteered, one steered) before the model
-is used; a model that disagrees is refused.
+the model's chat template, are scored both ways (the first unsteered, the second steered by a
+random intervention of each form at the middle layer) before the model is used; a model that
+disagrees is refused.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+from transformers import PretrainedConfig
 
+from steerfront.batches import pad
 from steerfront.data import EncodedPair, PairSet, PolarityPair, encode_pairs
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, fast_linear
-from steerfront.methods.interventions import Intervention
+from steerfront.methods.interventions import Intervention, shapes
 from steerfront.scoring.evaluate import evaluate
 
 PROBES = PairSet(
@@ -30,6 +34,7 @@ PROBES = PairSet(
 # 0.003 and 0.060; the allowance is about twice that or more. fp32 is off by 1e-4.
 TOLERANCE = {torch.float32: (1e-3, 0.0), torch.bfloat16: (0.2, 0.05), torch.float16: (0.01, 0.02)}
 M = 2.0
+RANK = 2  # the LoRA probe's
 
 
 def self_check(lm: LM) -> float:
@@ -37,22 +42,32 @@ def self_check(lm: LM) -> float:
     on the probes; return the largest difference found (nats)."""
     encoded = encode_pairs(lm.tokenizer, PROBES)
     try:
-        vector = _random_vector(lm, lm.n_layers // 2)
-        fast = evaluate(lm, encoded[:1], None, 0.0), evaluate(lm, encoded[1:], vector, M)
+        steered = _probe_interventions(lm, lm.n_layers // 2)
+        fast = [evaluate(lm, encoded[:1], None, 0.0)]
+        fast += [evaluate(lm, encoded[1:], intervention, M) for intervention in steered]
     except SteerfrontError:
         raise
-    except Exception as exc:  # an architecture laid out unlike the decoders steerfront knows
+    except Exception as exc:
+        if not _layout_error(exc):  # out of memory, a torch function missing: not the layout
+            raise
         why = (str(exc).strip().splitlines() or [""])[0]
         raise SteerfrontError(
             f"{lm.spec} fails the self-check: steerfront's fast path cannot run it "
             f"({type(exc).__name__}: {why})"
         ) from exc
-    label = f"vector at layer {vector.layer}, m={M:g}"
     # The short answers unsteered (both completions predicted from one position), the free
-    # text steered (multi-token completions, the tree mask, steering in the frozen prefix).
-    checks = [(0, "unsteered", 0.0, fast[0], 0), (1, label, M, fast[1], 0)]
-    rows = [(encoded[i], positive, m) for i, _, m, _, _ in checks for positive in (True, False)]
-    expected = iter(_stock_nll(lm, rows, vector))
+    # text steered by each form (multi-token completions, the tree mask, steering in the
+    # frozen prefix for a vector, inside the block for lora and local_weight).
+    checks = [(0, "unsteered", 0.0, fast[0], 0)]
+    for intervention, scores in zip(steered, fast[1:], strict=True):
+        label = f"{intervention.form} at layer {intervention.layer}, m={M:g}"
+        checks.append((1, label, M, scores, 0))
+    # The model's own forward: the unsteered and vector rows in one batch (the vector at a
+    # per-row m, 0 for the unsteered rows), each other form's rows in one of their own.
+    both = (True, False)
+    groups = [(steered[0], [(encoded[i], p, m) for i, _, m, _, _ in checks[:2] for p in both])]
+    groups += [(iv, [(encoded[1], p, M) for p in both]) for iv in steered[1:]]
+    expected = iter([nll for iv, rows in groups for nll in _stock_nll(lm, rows, iv)])
     worst = 0.0
     for i, what, _, scores, row in checks:
         for name, got, tokens in (
@@ -87,10 +102,7 @@ def _stock_nll(
     fast path's kernel (`fast_linear`): the check is about what the forward does, and that
     halves its time."""
     seqs = [e.prompt + (e.positive if positive else e.negative) for e, positive, _ in rows]
-    ids = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for r, seq in enumerate(seqs):
-        ids[r, : len(seq)], attention[r, : len(seq)] = torch.tensor(seq), 1
+    ids, attention = pad(seqs)
     spans = [range(len(rows[r][0].prompt) - 1, len(seq) - 1) for r, seq in enumerate(seqs)]
     keep = sorted(set().union(*spans))
     m = torch.tensor([m for _, _, m in rows], device=lm.device)
@@ -108,8 +120,35 @@ def _stock_nll(
     ]
 
 
-def _random_vector(lm: LM, layer: int) -> Intervention:
-    """A random direction of norm sqrt(d), the same on every run."""
-    v = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
+def _probe_interventions(lm: LM, layer: int) -> list[Intervention]:
+    """A random intervention of each form at `layer`, the same on every run: a vector of norm
+    sqrt(d), then a LoRA (rank `RANK`) and a local weight whose tensors have entries of
+    variance 1 / their last dimension (their change about the size of the block's own)."""
+    generator = torch.Generator().manual_seed(0)
+    v = torch.randn(lm.hidden_size, generator=generator)
     v = v / v.norm() * lm.hidden_size**0.5
-    return Intervention("vector", layer, {"v": v.to(lm.device, lm.dtype)})
+    probes = [Intervention("vector", layer, {"v": v.to(lm.device, lm.dtype)})]
+    for form in ("lora", "local_weight"):
+        params = {
+            name: (torch.randn(shape, generator=generator) / shape[-1] ** 0.5).to(lm.device)
+            for name, shape in shapes(form, lm, layer, RANK).items()
+        }
+        probes.append(Intervention(form, layer, params))
+    return probes
+
+
+def _layout_error(exc: Exception) -> bool:
+    """Whether `exc` says that the model is laid out unlike the decoders the fast path runs: an
+    attribute the model or its configuration lacks, or a block called or answering otherwise
+    than expected (a TypeError, KeyError or IndexError). Anything else (out of memory, a torch
+    function missing, a kernel failing) says nothing about the layout."""
+    if isinstance(exc, AttributeError):
+        ours = (nn.Module, PretrainedConfig)
+        if getattr(exc, "obj", None) is not None:  # raised by attribute lookup itself
+            return isinstance(exc.obj, ours)
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        # raised by hand, as nn.Module.__getattr__ does: whose method raised it
+        return frame is not None and isinstance(frame.tb_frame.f_locals.get("self"), ours)
+    return isinstance(exc, TypeError | KeyError | IndexError)

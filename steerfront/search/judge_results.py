@@ -1,0 +1,115 @@
+"""A judge pass's results: per point the mean and standard error of every score, the agreement
+of the log-odds with the judge, and the generations shown side by side."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from steerfront.defaults import SEARCH
+from steerfront.errors import SteerfrontError
+from steerfront.search.best import read_front
+from steerfront.search.judge_points import POINT_FIELDS
+from steerfront.search.records import typed
+from steerfront.search.settings import SearchSettings
+
+
+def aggregate(
+    selected: list[dict],
+    rows: list[dict],
+    names: list[str],
+    judge: str,
+    probe_accuracy: float | None,
+) -> list[dict]:
+    """Per point: its record, and the mean and standard error of every score over its
+    generations (`<score>`, `<score>_se`; unscored generations left out), with their count."""
+    judged = []
+    for point in selected:
+        mine = [r for r in rows if r["point"] == point["point"]]
+        record = {**typed(point), "judge": judge, "n": len(mine), "probe_accuracy": probe_accuracy}
+        for name in names:
+            values = np.array([r[name] for r in mine if r.get(name) is not None], dtype=float)
+            record[name] = float(values.mean()) if len(values) else None
+            se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else None
+            record[f"{name}_se"] = None if se is None else float(se)
+        record["unparsed"] = int(sum(r.get("unparsed", 0) for r in mine))
+        judged.append(record)
+    return judged
+
+
+def agree(judged: list[dict]) -> dict[str, float | None]:
+    """Spearman's rho over the judged points: pref_odds against the concept score, util_odds
+    against fluency (None with fewer than three points, or where a judge has no such score)."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for key, (odds, score) in {
+        "pref_concept": ("pref_odds", "concept"),
+        "util_fluency": ("util_odds", "fluency"),
+    }.items():
+        both = [(r[odds], r.get(score)) for r in judged if r.get(score) is not None]
+        rho = math.nan
+        if len(both) >= 3:
+            with warnings.catch_warnings():  # a constant score: no rank correlation (None)
+                warnings.simplefilter("ignore")
+                rho = spearmanr(*np.array(both, dtype=float).T).statistic
+        out[key] = None if not math.isfinite(rho) else float(rho)
+    return out
+
+
+def point_summary(record: dict, names: list[str]) -> dict:
+    keys = [*POINT_FIELDS, "pref_odds", "util_odds", "n", "probe_accuracy", "unparsed"]
+    return {k: record.get(k) for k in [*keys, *names]}
+
+
+def unparsed_answer(row: dict, names: list[str]) -> str | None:
+    """The first answer in `row` that held no rating, if any."""
+    missing = [n for n in names if f"{n}_answer" in row and row.get(n) is None]
+    return row[f"{missing[0]}_answer"] if missing else None
+
+
+def examples(
+    rows: list[dict], judged: list[dict], names: list[str], searched: dict | None, count: int = 2
+) -> dict:
+    """The first `count` prompts' generations (sample 0), with their scores, of the unsteered
+    model and of the picked point: the one `best --rule judged` picks, else (no judged point
+    keeps enough fluency) the search's own pick `searched`, when it was judged."""
+    from steerfront.search.best import pick_judged
+
+    try:
+        picked, rule = pick_judged(judged), "judged"
+    except SteerfrontError:
+        same = [r for r in judged if searched and _same_point(r, searched)]
+        picked, rule = (same[0], "max-pref") if same else (None, None)
+    if picked is None:
+        return {"picked": None, "rule": None, "rows": []}
+    shown = []
+    for prompt in list(dict.fromkeys(r["prompt"] for r in rows))[:count]:
+        pair = {"prompt": prompt}
+        for side, point in (("unsteered", 0), ("picked", picked["point"])):
+            row = next(
+                r for r in rows if r["point"] == point and r["prompt"] == prompt and not r["sample"]
+            )
+            pair[side] = {"text": row["text"], **{n: row.get(n) for n in names}}
+        shown.append(pair)
+    return {"picked": point_summary(picked, names), "rule": rule, "rows": shown}
+
+
+def _same_point(a: dict, b: dict) -> bool:
+    return a.get("trial_id") == b.get("trial_id") and math.isclose(a["m"], b["m"], abs_tol=1e-9)
+
+
+def searched_pick(folder: Path, settings: SearchSettings) -> dict | None:
+    """The point the search itself picks (`best`'s default rule), or None."""
+    from steerfront.search.best import pick
+
+    try:
+        return pick(
+            read_front(folder),
+            max_util_drop=settings.extra.get("max_util_drop", SEARCH["max_util_drop"]),
+        )
+    except SteerfrontError:
+        return None

@@ -1,0 +1,83 @@
+"""How and where a search runs, and the name of the state file it keeps: what the driver
+(`run`), a judge pass (`judged`) and the commands share."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steerfront.defaults import DTYPES, SEARCH
+from steerfront.errors import SteerfrontError
+from steerfront.search.storage import Store
+from steerfront.search.tracking import tracking_uri
+
+STATE = "search.json"
+
+
+@dataclass
+class SearchSettings:
+    """How and where a search runs (the space says what it searches)."""
+
+    name: str
+    model: str
+    concept: str
+    fmt: str | None = None
+    trials: int = SEARCH["trials"]
+    sampler: str = SEARCH["sampler"]
+    seed: int = SEARCH["seed"]
+    concurrency: int | None = None  # None: as many as the CPUs (or GPUs) allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    val_fraction: float = SEARCH["val_fraction"]
+    test_fraction: float = SEARCH["test_fraction"]
+    storage: str = SEARCH["storage"]
+    tracking_uri: str | None = None
+    address: str | None = None
+    retries: int = 1  # a trial whose worker dies is run again this many times, then failed
+    end_of_turn: bool = False  # score each completion with the turn's end
+    per_token: bool = False  # score each completion by its mean NLL per token
+    dtype: str = "auto"  # the model's, by name (DTYPES); auto is resolved in each worker
+    dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
+    cache_gb: float | None = None  # a worker's cache budget; None: from its device's memory
+    util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
+    judge: dict | None = None  # a judge pass when the search ends (JudgeSettings' fields)
+    quiet: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) or ".." in self.name:
+            raise SteerfrontError(
+                f"search name {self.name!r}: use letters, digits, '.', '_' and '-' only "
+                "(a name is a folder inside --storage)"
+            )
+        if self.dense_m < 0:
+            raise SteerfrontError(f"--dense-m must be 0 or more, not {self.dense_m}")
+        if self.cache_gb is not None and not 0 < self.cache_gb < math.inf:
+            raise SteerfrontError(
+                f"--cache-gb must be a number of GB above 0, not {self.cache_gb:g}"
+            )
+        if not self.util_floor > 0:
+            raise SteerfrontError(f"--util-floor must be above 0, not {self.util_floor}")
+        if self.dtype not in DTYPES:
+            raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
+
+    @functools.cached_property
+    def store(self) -> Store:
+        return Store(self.storage, self.name)
+
+    @property
+    def folder(self) -> Path:
+        """The search's folder on this machine (a mirror, for an object store)."""
+        return self.store.local
+
+    @property
+    def tracking(self) -> str:
+        return tracking_uri(self.tracking_uri, self.storage)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """A trial's, and those of the driver's model work (done in a worker like a trial)."""
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
