@@ -93,3 +93,14 @@ CONCEPT_TEXT = {
     "risk_seeking": "a liking for risk: preferring bold, risky choices to safe ones",
     "sentiment": "positive sentiment: praise, enthusiasm and satisfaction",
 }
+
+# kl from the unsteered model (scoring/kl.py): the unsteered model answers the first
+# KL_PROMPTS neutral instructions (built-in, or `--neutral-prompts FILE`) greedily with
+# KL_NEW_TOKENS new tokens, once (cached on disk); a trial scores the first KL_TOKENS tokens
+# of each answer at its m, teacher-forced (None: all of them). On the default model and 2 CPU
+# cores that adds 0.20 of a trial's scoring time on `agreeableness` (single-token answers: the
+# cheapest evaluator), 0.05 on `sentiment`; all 48 tokens would add 0.47, and kl at each of a
+# trial's 9 values of m (its dense points too) 1.39 (bench/kl_cost.py).
+KL_PROMPTS = 20
+KL_NEW_TOKENS = 48
+KL_TOKENS = 16
