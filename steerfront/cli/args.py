@@ -6,6 +6,7 @@ import argparse
 import difflib
 import itertools
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,22 +20,44 @@ if TYPE_CHECKING:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 2, no usage block) that point to the help."""
+    """argparse with one-line errors (exit status 2, no usage block) that point to the help;
+    flags are never abbreviated (a typo is an error, not another flag), and a value that
+    starts with a negative number (`--m -1,0.5,2`) is a value, not a flag."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBERS
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def reject(self, extra: list[str]) -> None:
-        """Unknown arguments, each flag with the nearest known one when there is one."""
+        """Unknown arguments, with the known flags nearest to the unknown ones."""
         known = [o for action in self._actions for o in action.option_strings if o[:2] == "--"]
         near = [
-            f"{word} -> {match[0]}"
+            match[0]
             for word in extra
             if word[:2] == "--"
             and (match := difflib.get_close_matches(word.split("=", 1)[0], known, n=1))
         ]
-        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        hint = f"; did you mean {', '.join(dict.fromkeys(near))}?" if near else ""
         self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
+# A negative number, or a comma-separated list that starts with one: a value, never a flag.
+NEGATIVE_NUMBERS = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
+
+
+def add_output(parser: argparse.ArgumentParser, what: str, progress: bool = True) -> None:
+    """`--json` and `-q`, which every command takes."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress output" if progress else "no progress output (this command has none)",
+    )
 
 
 def add_model(parser: argparse.ArgumentParser, intervention: bool = False) -> None:
@@ -139,7 +162,7 @@ def add_finished_search(parser: argparse.ArgumentParser) -> None:
 
 def ints(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in items(text, "integers")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, not {text!r}"
@@ -147,16 +170,26 @@ def ints(text: str) -> list[int]:
 
 
 def words(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    return items(text, "names")
 
 
 def floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in items(text, "numbers")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, not {text!r}"
         ) from None
+
+
+def items(text: str, kind: str) -> list[str]:
+    """The comma-separated items of `text`; an empty one (`1,,2`, `1,2,`) is refused."""
+    parts = [x.strip() for x in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {kind}, not {text!r} (an item is empty)"
+        )
+    return parts
 
 
 def per_form(values: dict) -> str:
@@ -202,8 +235,9 @@ def describe(record: dict) -> str:
 
 
 def print_front(rows: list[dict], baseline: dict) -> None:
-    """The unsteered model, then one line per front point (`dense`: a point of the extended
-    front that is not a trial's own result); log-odds with their 95% intervals."""
+    """The unsteered model, then one line per front point, numbered from 1 as `export --point`
+    counts (`dense`: a point of the extended front that is not a trial's own result); log-odds
+    with their 95% intervals."""
     narrow = ("point", "form", "objective", "layer", "m", "rank", "gamma")
     wide = ("pref val", "util val", "drop val", "pref test", "util test")
     print(" ".join(f"{h:>12}" for h in narrow) + " " + " ".join(f"{h:>21}" for h in wide))
@@ -217,8 +251,8 @@ def print_front(rows: list[dict], baseline: dict) -> None:
         **{f"util_odds{e}": baseline.get(f"val_util_odds{e}") for e in ("_lo", "_hi")},
         **{k: v for k, v in baseline.items() if k.startswith("test_")},
     }
-    for r in [unsteered, *rows]:
-        point = r.get("point") or ("dense" if r.get("dense") else "trial")
+    for number, r in enumerate([unsteered, *rows]):  # numbered as `export --point` counts
+        point = r.get("point") or f"{number} {'dense' if r.get('dense') else 'trial'}"
         cells = [point, r.get("form"), r.get("objective"), r.get("layer"), r.get("m")]
         cells += [r.get("rank"), r.get("gamma")]
         line = " ".join(f"{cell(c):>12}" for c in cells)
@@ -399,6 +433,8 @@ def print_judged(summary: dict) -> None:
         for pair in shown["rows"]:
             print(f"\nprompt: {pair['prompt']}")
             side_by_side(pair["unsteered"], pair["picked"], names)
+    elif shown.get("why"):
+        print(f"\npicked: none ({shown['why']})")
     print(f"judge results: {summary['judge_folder']}/")
 
 

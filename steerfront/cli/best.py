@@ -7,7 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_finished_search, describe, search_state, search_store
+from steerfront.cli.args import (
+    add_dtype,
+    add_finished_search,
+    add_output,
+    describe,
+    search_state,
+    search_store,
+)
 from steerfront.defaults import JUDGE, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search.best import RULES
@@ -51,7 +58,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         "earlier export in the same folder",
     )
     add_dtype(best)
-    best.add_argument("--json", action="store_true", help="print the pick as JSON")
+    add_output(best, "the pick", progress=False)
     best.set_defaults(run=run, parser=best)
 
 

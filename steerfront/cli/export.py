@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_storage, describe, search_store
-from steerfront.defaults import EXPORT_FORMATS
+from steerfront.cli.args import add_dtype, add_output, add_storage, describe, search_store
+from steerfront.cli.checks import check_intervention, check_out
+from steerfront.defaults import DEFAULT_MODEL, EXPORT_FORMATS
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
@@ -41,8 +42,8 @@ def add(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--out",
         default=None,
-        help="new or empty output folder (default: beside the source, SEARCH/export-FORMAT "
-        "or FILE's folder/STEM-FORMAT)",
+        help="new or empty output folder, unless --force (default: beside the source, "
+        "SEARCH/export-FORMAT or FILE's folder/STEM-FORMAT)",
     )
     export.add_argument(
         "--point",
@@ -64,12 +65,18 @@ def add(commands: argparse._SubParsersAction) -> None:
         help="model (default: the one the intervention or search was made for)",
     )
     add_dtype(export)
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an output folder that holds anything (default: refuse it)",
+    )
+    add_output(export, "what was exported, and where", progress=False)
     export.set_defaults(run=run, parser=export)
 
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.lm import load_model
-    from steerfront.methods.export import FORMATS, export
+    from steerfront.methods.export import FORMATS, export, format_refusal
     from steerfront.methods.io import load_intervention, read_sidecar
     from steerfront.search.run import STATE
 
@@ -81,27 +88,47 @@ def run(args: argparse.Namespace) -> None:
     else:
         if args.point is not None:
             raise SteerfrontError(f"--point: {args.source} is an intervention file, not a search")
-        model = read_sidecar(path).get("model")
-    lm = load_model(args.model or model, dtype=args.dtype)
-    intervention = load_intervention(path, lm)
-    m = args.m
-    if m is None:
-        m = record["m"] if record else float(intervention.meta.get("m", 1.0))
+        model = read_sidecar(path).get("model") or DEFAULT_MODEL
+    model = args.model or model
+    # Everything the files and the model's configuration tell, before the model loads.
+    sidecar = check_intervention(path, model)
+    problem = format_refusal(sidecar["form"], sidecar["layer"], args.to)
+    if problem:
+        raise SteerfrontError(problem)
     if args.out:
         out = Path(args.out)
     elif store is not None:
         out = store.local / f"export-{args.to}"
     else:
         out = path.with_name(f"{path.name.removesuffix('.safetensors')}-{args.to}")
-    export(intervention, lm, args.to, out, m)
+    check_out(out, args.force)
+    lm = load_model(model, dtype=args.dtype)
+    intervention = load_intervention(path, lm)
+    m = args.m
+    if m is None:
+        m = record["m"] if record else float(intervention.meta.get("m", 1.0))
+    export(intervention, lm, args.to, out, m, replace=args.force)
     if store is not None and not args.out:
         store.push(out.name)
+    names = sorted(p.name for p in out.iterdir())
+    if args.json:
+        document = {
+            "out": str(out),
+            "to": args.to,
+            "form": intervention.form,
+            "layer": intervention.layer,
+            "m": m,
+            "files": names,
+            "serve": str(out / "SERVE.md"),
+            "point": record,
+        }
+        print(json.dumps(document, default=str))
+        return
     if record:
         print(f"point: {describe(record)}")
-    files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(
         f"exported {intervention.form} at layer {intervention.layer}, m {m:g}, as {args.to} "
-        f"({', '.join(FORMATS[args.to])}) to {out}/: {files}"
+        f"({', '.join(FORMATS[args.to])}) to {out}/: {', '.join(names)}"
     )
     print(f"how to serve it: {out / 'SERVE.md'}")
 
