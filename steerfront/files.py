@@ -54,7 +54,9 @@ def staged_dir(target: Path, replace: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
-        open_mode(staging)
+        for path in [staging, *staging.rglob("*")]:  # safetensors writes its files 0600
+            if not path.is_symlink():
+                open_mode(path)
         if replace and target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             target.rename(old / target.name)

@@ -215,7 +215,10 @@ def frozen_prefix(
     lm: LM, batches: list[PackedBatch], layer: int, progress: bool = False
 ) -> list[torch.Tensor]:
     """The stream entering `layer` for every batch, computed once (no gradient)."""
-    bar = tqdm(batches, desc=f"caching activations at layer {layer}", disable=not progress)
+    # What runs once: the blocks below the first one the intervention changes (a vector at
+    # layer l acts after block l, so its prefix includes block l).
+    what = f"blocks 0-{layer - 1}" if layer > 1 else ("block 0" if layer == 1 else "embeddings")
+    bar = tqdm(batches, desc=f"frozen prefix ({what}, run once)", disable=not progress)
     with torch.no_grad():
         return [lm.prefix(b.input_ids, layer, b.mask(lm.dtype), b.position_ids) for b in bar]
 

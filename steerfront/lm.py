@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
-from steerfront.defaults import DEFAULT_MODEL, DTYPES
+from steerfront.defaults import DEFAULT_MODEL, DEFAULT_MODEL_HUB_ID, DTYPES
 from steerfront.errors import SteerfrontError
 from steerfront.files import cache_dir, sha256, staged_dir, write_atomic
 
@@ -475,11 +475,72 @@ def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict, str |
     cannot be asked (a hub id on an offline machine: from the local cache only)."""
     if spec == DEFAULT_MODEL:
         return _builtin_folder(), {}, None
-    if Path(spec).expanduser().is_dir():
-        return Path(spec).expanduser(), {}, None
+    folder = _local_folder(spec)
+    if folder is not None:
+        return folder, {}, None
     offline = _hub_unreachable()
     kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": bool(offline)}
     return spec, kwargs, offline
+
+
+def _local_folder(spec: str) -> Path | None:
+    """The model folder `spec` names, checked to hold a model; None for a hub id. A spec that
+    can only be a path (absolute, `./`, `~`, more than one `/`, or under a folder that exists
+    here) is refused in one line naming it when it is no model folder."""
+    path = Path(spec).expanduser()
+    first = Path(spec).parts[0] if Path(spec).parts else ""
+    path_like = (
+        path.exists()
+        or spec.startswith(("/", ".", "~"))
+        or "\\" in spec
+        or spec.count("/") > 1
+        or ("/" in spec and Path(first).is_dir())
+    )
+    if not path_like:
+        return None
+    if not path.exists():
+        raise _refused(spec, f"no such folder ({path.resolve()})")
+    if not path.is_dir():
+        raise _refused(spec, "a file, not a model folder (a folder with config.json)")
+    if not (path / "config.json").is_file():
+        names = sorted(p.name for p in path.iterdir())[:4]
+        held = f"holds {', '.join(names)}" if names else "is empty"
+        raise _refused(spec, f"not a model folder: no config.json ({held})")
+    if not any((path / name).exists() for name in _TOKENIZER_FILES):
+        raise _refused(spec, f"no tokenizer in the folder (none of {', '.join(_TOKENIZER_FILES)})")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise _refused(spec, "no weights in the folder (no *.safetensors or *.bin file)")
+    return path
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _refused(spec: str, why: str) -> SteerfrontError:
+    return SteerfrontError(f"model {spec}: {why}")
+
+
+def model_config(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The configuration of a model spec, read cheaply before a load: no weights are read or
+    converted (the built-in model's is its converted folder's, else the GGUF file's
+    metadata). Layer counts and widths checked here fail in seconds, not after the load."""
+    if spec != DEFAULT_MODEL:
+        return load_config(spec, trust_remote_code)
+    gguf = _builtin_gguf()
+    folder = _converted(gguf)
+    with _offline_error(spec, None), quiet_loading():
+        if folder is not None:
+            return AutoConfig.from_pretrained(folder)
+        return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def public_name(spec: str) -> str:
+    """The name a user's own tools know the model by: the built-in model's hub id (its local
+    copy is a conversion of the packaged GGUF), a hub id as given, a folder's absolute path."""
+    if spec == DEFAULT_MODEL:
+        return DEFAULT_MODEL_HUB_ID
+    folder = Path(spec).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else spec
 
 
 @contextmanager
@@ -557,12 +618,12 @@ def _builtin_folder() -> Path:
     mtime, so a load hashes the GGUF only when that file is new or changed.
     """
     gguf = _builtin_gguf()
+    found = _converted(gguf)
+    if found is not None:
+        return found
     stat = gguf.stat()
     seen = {"path": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     models = cache_dir() / "models"
-    for source in models.glob(f"{DEFAULT_MODEL}-*/{_SOURCE}"):
-        if seen in _sources(source) and (source.parent / "config.json").is_file():
-            return source.parent
     digest = sha256(gguf)
     target = models / f"{DEFAULT_MODEL}-{digest[:16]}"
     if not (target / "config.json").is_file():
@@ -572,6 +633,17 @@ def _builtin_folder() -> Path:
     record = {"gguf": gguf.name, "sha256": digest, "files": [*files, seen]}
     write_atomic(target / _SOURCE, json.dumps(record, indent=2).encode())
     return target
+
+
+def _converted(gguf: Path) -> Path | None:
+    """The folder `gguf` was converted to, where its `source.json` knows the file as it is now
+    (path, size, mtime), else None."""
+    stat = gguf.stat()
+    seen = {"path": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    for source in (cache_dir() / "models").glob(f"{DEFAULT_MODEL}-*/{_SOURCE}"):
+        if seen in _sources(source) and (source.parent / "config.json").is_file():
+            return source.parent
+    return None
 
 
 def _sources(path: Path) -> list[dict]:

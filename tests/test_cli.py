@@ -57,9 +57,10 @@ def test_wrong_flag_is_one_line_and_no_traceback(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "hint"),
     [
-        (["search", "--trails", "4"], "did you mean --trails -> --trials?"),
-        (["datasets", "list", "--jsn"], "did you mean --jsn -> --json?"),
-        (["sweep", "--layr=3"], "did you mean --layr=3 -> --layer?"),
+        (["search", "--trails", "4"], "did you mean --trials?"),
+        (["datasets", "list", "--jsn"], "did you mean --json?"),
+        (["sweep", "--layr=3"], "did you mean --layer?"),
+        (["evaluate", "--n-pairs", "3"], "did you mean --pairs?"),
     ],
 )
 def test_a_misspelt_flag_names_the_nearest_one_and_the_subcommands_help(capsys, argv, hint):
@@ -204,17 +205,19 @@ def test_evaluate_an_intervention_beside_the_unsteered_model(capsys, saved_vecto
     assert (result["per_token"], result["end_of_turn"]) == (False, False)
     rows = {row["m"]: row for row in result["rows"]}
     assert list(rows) == [0.0, 1.0, 2.0]
-    plain = json.loads(run(capsys, *flags, "--model", str(tiny_model_dir))[1])
+    assert (result["split"], result["split_seed"]) == ("test", 0)  # the default with one
+    plain = json.loads(run(capsys, *flags, "--model", str(tiny_model_dir), "--split", "test")[1])
     assert rows[0.0]["pref_odds"] == pytest.approx(plain["pref_odds"], abs=1e-5)
     assert rows[0.0]["util_drop"] == 0.0
-    assert rows[2.0]["util_drop"] == pytest.approx(plain["util_odds"] - rows[2.0]["util_odds"])
+    drop = plain["util_odds"] - rows[2.0]["util_odds"]
+    assert rows[2.0]["util_drop"] == pytest.approx(drop, abs=1e-5)
     assert rows[2.0]["pref_odds"] != rows[0.0]["pref_odds"]
     status, out, _ = run(capsys, *flags[:-1], "--intervention", str(saved_vector))
     assert status == 0 and out.splitlines()[0].split() == [
         "m", "pref_odds", "±", "se", "util_odds", "±", "se", "util_drop", "accuracy"
     ]  # fmt: skip
     assert [line.split()[0] for line in out.splitlines()[1:3]] == ["0.000", "2.500"]  # saved m
-    assert "(4 pairs), vector at layer 1; m = 0 is the unsteered model" in out
+    assert "(4 of 28 test pairs: search split, seed 0), vector at layer 1; m = 0 is the " in out
 
 
 def test_evaluate_refuses_m_alone_and_another_model(capsys, tmp_path, saved_vector):
@@ -260,6 +263,7 @@ def test_cache_lists_and_clears_models_and_kernel_choices(capsys, tmp_path, monk
     (tmp_path / "models" / ".smollm2.half-done").mkdir()  # an interrupted conversion
     (tmp_path / "kernels").mkdir()
     kernel = {"cpu": "Some CPU", "torch": "2.13.0", "kernel": "onednn"}
+    kernel["shapes"] = [[16, 32], [32, 32], [64, 32], [32, 64]]  # a model of width 32
     (tmp_path / "kernels" / "abc.json").write_text(json.dumps(kernel))
     (tmp_path / "storage" / "s3-runs").mkdir(parents=True)
     (tmp_path / "storage" / "s3-runs" / "trials.parquet").write_bytes(b"y" * 10)
@@ -268,12 +272,14 @@ def test_cache_lists_and_clears_models_and_kernel_choices(capsys, tmp_path, monk
     (entry,) = listed["models"]
     assert entry["name"] == model.name and entry["sha256"].startswith("0123456789abcdef")
     assert entry["bytes"] > 1500
-    assert listed["kernels"] == [{"name": "abc", "bytes": len(json.dumps(kernel)), **kernel}]
+    size = len(json.dumps(kernel))
+    kernel.pop("shapes")
+    assert listed["kernels"] == [{"name": "abc", "bytes": size, **kernel, "width": 32}]
     status, out, _ = run(capsys, "cache", "list")
     assert status == 0 and "models: 1, 1.58 kB" in out and "GGUF sha256 0123456789abcdef" in out
-    assert "abc              onednn  Some CPU, torch 2.13.0" in out
+    assert "abc              onednn  models of width 32, Some CPU, torch 2.13.0" in out
     status, out, _ = run(capsys, "cache", "clear", "--kernels")
-    assert status == 0 and out == f"removed 1 kernels (58 B) from {tmp_path}\n"
+    assert status == 0 and out == f"removed 1 kernels ({size} B) from {tmp_path}\n"
     assert not (tmp_path / "kernels").exists() and model.is_dir()
     status, out, _ = run(capsys, "cache", "clear")
     assert status == 0 and out.startswith("removed 1 models (1.58 kB) and 0 kernels (0 B)")

@@ -82,7 +82,7 @@ BAD = {
     ),
     "missing intervention": (
         ["{saved}/nothing.safetensors", "--to", "gguf"],
-        "nothing.json: sidecar file is missing",
+        "nothing.safetensors: no such file",
     ),
     "point of a file": (
         ["{saved}/vector.safetensors", "--to", "gguf", "--point", "1"],
@@ -91,7 +91,7 @@ BAD = {
     "unknown search": (["nosearch", "--to", "gguf", "--storage", "{tmp}"], "no trials.parquet"),
     "output folder in use": (
         ["{saved}/vector.safetensors", "--to", "merged", "--out", "{tmp}/used"],
-        "used: exists and is not an empty folder",
+        "used: exists and is not empty (mine.txt); pass --force to replace it",
     ),
     "unknown format": (["{saved}/vector.safetensors", "--to", "onnx"], "invalid choice: 'onnx'"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,22 +18,44 @@ if TYPE_CHECKING:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 2, no usage block) that point to the help."""
+    """argparse with one-line errors (exit status 2, no usage block) that point to the help;
+    flags are never abbreviated (a typo is an error, not another flag), and a value that
+    starts with a negative number (`--m -1,0.5,2`) is a value, not a flag."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBERS
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def reject(self, extra: list[str]) -> None:
-        """Unknown arguments, each flag with the nearest known one when there is one."""
+        """Unknown arguments, with the known flags nearest to the unknown ones."""
         known = [o for action in self._actions for o in action.option_strings if o[:2] == "--"]
         near = [
-            f"{word} -> {match[0]}"
+            match[0]
             for word in extra
             if word[:2] == "--"
             and (match := difflib.get_close_matches(word.split("=", 1)[0], known, n=1))
         ]
-        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        hint = f"; did you mean {', '.join(dict.fromkeys(near))}?" if near else ""
         self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
+# A negative number, or a comma-separated list that starts with one: a value, never a flag.
+NEGATIVE_NUMBERS = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,.*)?$")
+
+
+def add_output(parser: argparse.ArgumentParser, what: str, progress: bool = True) -> None:
+    """`--json` and `-q`, which every command takes."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress output" if progress else "no progress output (this command has none)",
+    )
 
 
 def add_model(parser: argparse.ArgumentParser, intervention: bool = False) -> None:
@@ -137,7 +160,7 @@ def add_finished_search(parser: argparse.ArgumentParser) -> None:
 
 def ints(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in items(text, "integers")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, not {text!r}"
@@ -145,16 +168,26 @@ def ints(text: str) -> list[int]:
 
 
 def words(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
+    return items(text, "names")
 
 
 def floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in items(text, "numbers")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, not {text!r}"
         ) from None
+
+
+def items(text: str, kind: str) -> list[str]:
+    """The comma-separated items of `text`; an empty one (`1,,2`, `1,2,`) is refused."""
+    parts = [x.strip() for x in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {kind}, not {text!r} (an item is empty)"
+        )
+    return parts
 
 
 def per_form(values: dict) -> str:

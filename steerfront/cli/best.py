@@ -10,6 +10,7 @@ from pathlib import Path
 from steerfront.cli.args import (
     add_dtype,
     add_finished_search,
+    add_output,
     search_budget,
     search_state,
     search_store,
@@ -59,7 +60,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         "is unknown), and replace an earlier export in the same folder",
     )
     add_dtype(best)
-    best.add_argument("--json", action="store_true", help="print the pick as JSON")
+    add_output(best, "the pick", progress=False)
     best.set_defaults(run=run, parser=best)
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from steerfront.cli.args import add_output
 from steerfront.files import cache_dir
 
 
@@ -18,7 +19,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     listing = cache_commands.add_parser("list", help="converted models and kernel choices, sizes")
-    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    add_output(listing, "the list", progress=False)
     listing.set_defaults(run=list_cache, parser=listing)
     clear = cache_commands.add_parser(
         "clear",
@@ -27,6 +28,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     clear.add_argument("--models", action="store_true", help="only the converted models")
     clear.add_argument("--kernels", action="store_true", help="only the kernel choices")
+    add_output(clear, "what was removed", progress=False)
     clear.set_defaults(run=clear_cache, parser=clear)
 
 
@@ -44,6 +46,7 @@ def contents() -> dict:
             "kernel": _field(path, "kernel"),
             "cpu": _field(path, "cpu"),
             "torch": _field(path, "torch"),
+            "width": _width(path),
         }
         for path in _entries(root / "kernels")
     ]
@@ -67,9 +70,11 @@ def list_cache(args: argparse.Namespace) -> None:
         source = f"GGUF sha256 {model['sha256'][:16]}" if model["sha256"] else "keyed by mtime"
         print(f"  {model['name']:<44} {human(model['bytes']):>8}  {source}")
     print(f"kernel choices: {len(kernels)}, {human(sum(k['bytes'] for k in kernels))}")
-    for kernel in kernels:
+    for kernel in kernels:  # one per CPU, torch version and model shape (timed on its shapes)
+        width = f"models of width {kernel['width']}" if kernel["width"] else "unknown shapes"
         print(
-            f"  {kernel['name']:<16} {kernel['kernel']:<7} {kernel['cpu']}, torch {kernel['torch']}"
+            f"  {kernel['name']:<16} {kernel['kernel']:<7} {width}, {kernel['cpu']}, "
+            f"torch {kernel['torch']}"
         )
     print(f"object-store mirrors: {human(found['storage_bytes'])} (not cleared by `cache clear`)")
 
@@ -77,13 +82,17 @@ def list_cache(args: argparse.Namespace) -> None:
 def clear_cache(args: argparse.Namespace) -> None:
     root = cache_dir()
     both = not (args.models or args.kernels)
-    done = []
+    done, removed = [], {}
     for name, chosen in (("models", args.models), ("kernels", args.kernels)):
         if chosen or both:
             area = root / name
+            removed[name] = {"count": len(_entries(area)), "bytes": size(area)}
             done.append(f"{len(_entries(area))} {name} ({human(size(area))})")
             if area.exists():  # hidden entries too: what an interrupted conversion left
                 shutil.rmtree(area)
+    if args.json:
+        print(json.dumps({"cache": str(root), "removed": removed}))
+        return
     print(f"removed {' and '.join(done)} from {root}")
 
 
@@ -92,6 +101,17 @@ def _entries(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _width(path: Path) -> int | None:
+    """The model width a kernel choice was timed for: the input size most of its linear shapes
+    share (a decoder's hidden size)."""
+    try:
+        shapes = json.loads(path.read_text())["shapes"]
+        inputs = [int(shape[1]) for shape in shapes]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return max(sorted(set(inputs)), key=inputs.count) if inputs else None
 
 
 def _field(path: Path, name: str) -> str | None:

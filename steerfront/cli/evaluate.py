@@ -12,17 +12,20 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_model,
+    add_output,
     add_per_token,
     floats,
     intervention_model,
 )
-from steerfront.defaults import DEFAULT_MODEL
+from steerfront.cli.checks import check_intervention
+from steerfront.defaults import DEFAULT_MODEL, SEARCH
 from steerfront.errors import SteerfrontError
 
 if TYPE_CHECKING:
     from steerfront.data import PairSet
 
 UNSTEERED_PAIRS = 6  # pairs of the unsteered per-pair table by default
+SPLITS = ("test", "val", "train", "all")
 
 
 def add(commands: argparse._SubParsersAction) -> None:
@@ -49,12 +52,27 @@ def add(commands: argparse._SubParsersAction) -> None:
         "else 1)",
     )
     evaluate.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="which pairs: test, val or train as a search splits them (60/20/20 by --seed, "
+        "by prompt; a sweep's test pairs are the same), or all of the set (default: test with "
+        "--intervention, so its figures compare with a search's test figures; all without)",
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=SEARCH["seed"],
+        help=f"seed of the split, as the search's or sweep's --seed (default: {SEARCH['seed']})",
+    )
+    evaluate.add_argument(
         "--pairs",
         type=int,
         default=None,
-        help=f"how many pairs to score (default: {UNSTEERED_PAIRS}; with --intervention, all)",
+        help="score the first N pairs of --split "
+        f"(default: {UNSTEERED_PAIRS}; with --intervention, all)",
     )
-    evaluate.add_argument("--json", action="store_true", help="print results as JSON")
+    add_output(evaluate, "results", progress=False)
     evaluate.set_defaults(run=run, parser=evaluate)
 
 
@@ -66,13 +84,37 @@ def run(args: argparse.Namespace) -> None:
     if args.m is not None and args.intervention is None:
         raise SteerfrontError("--m needs --intervention (the unsteered model has no m)")
     pairs = load_concept(args.concept, args.format)
+    args.split = args.split or ("all" if args.intervention is None else "test")
+    part = chosen_part(args, pairs)
     if args.intervention is None:
-        unsteered(args, pairs)
+        unsteered(args, part, pairs.name)
     else:
-        steered(args, pairs)
+        steered(args, part, pairs.name)
 
 
-def unsteered(args: argparse.Namespace, pairs: PairSet) -> None:
+def chosen_part(args: argparse.Namespace, pairs: PairSet) -> PairSet:
+    """The pairs `--split` names: all of them, or a part split as a search splits them."""
+    if args.split == "all":
+        return pairs
+    splits = pairs.split(SEARCH["val_fraction"], SEARCH["test_fraction"], args.seed)
+    part = getattr(splits, args.split)
+    if len(part) == 0:
+        raise SteerfrontError(
+            f"--split {args.split}: concept {pairs.name!r} has {len(pairs)} pairs, which leave "
+            f"no {args.split} pairs (use --split all)"
+        )
+    return part
+
+
+def which(args: argparse.Namespace, count: int, part: PairSet) -> str:
+    """The pairs scored, in words: how many of which split."""
+    of = f"{count} of " if count < len(part) else ""
+    if args.split == "all":
+        return f"{of}all {len(part)} pairs"
+    return f"{of}{len(part)} {args.split} pairs: search split, seed {args.seed}"
+
+
+def unsteered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
     """The unsteered model pair by pair, then the means."""
     from steerfront.data import encode_pairs
     from steerfront.lm import dtype_name
@@ -87,8 +129,8 @@ def unsteered(args: argparse.Namespace, pairs: PairSet) -> None:
     summary = scores.summary().to_pylist()[0]
     if args.json:
         rows = scores.table().drop_columns(["m"]).to_pylist()
-        what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": pairs.name}
-        print(json.dumps({**what, **scale(args), "pairs": rows, **summary}))
+        what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": concept}
+        print(json.dumps({**what, **part_fields(args), **scale(args), "pairs": rows, **summary}))
         return
     print(f"{'pair':>4} {'L_p':>8} {'L_n':>8} {'pref_odds':>10} {'util_odds':>10}  prompt")
     for i in range(len(scores.m)):
@@ -100,12 +142,12 @@ def unsteered(args: argparse.Namespace, pairs: PairSet) -> None:
     print(
         f"mean pref_odds {summary['pref_odds']:.3f} ± {summary['pref_se']:.3f}, "
         f"util_odds {summary['util_odds']:.3f} ± {summary['util_se']:.3f}, "
-        f"accuracy {summary['accuracy']:.2f} (model {lm.spec}, concept {pairs.name}, unsteered"
-        f"{', per token' if args.per_token else ''})"
+        f"accuracy {summary['accuracy']:.2f} (model {lm.spec}, concept {concept}, "
+        f"{which(args, len(scores.m), pairs)}, unsteered{', per token' if args.per_token else ''})"
     )
 
 
-def steered(args: argparse.Namespace, pairs: PairSet) -> None:
+def steered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
     """An exported intervention at every m, m = 0 (the unsteered model) first."""
     from steerfront.data import encode_pairs
     from steerfront.lm import dtype_name
@@ -119,7 +161,9 @@ def steered(args: argparse.Namespace, pairs: PairSet) -> None:
         ms = check_grid(saved if args.m is None else args.m).tolist()
     except SteerfrontError as err:
         raise SteerfrontError(f"--m: {err}") from None
-    lm = load_checked(intervention_model(args.intervention, sidecar, args.model), dtype=args.dtype)
+    model = intervention_model(args.intervention, sidecar, args.model)
+    check_intervention(args.intervention, model)  # before the model loads
+    lm = load_checked(model, dtype=args.dtype)
     intervention = load_intervention(args.intervention, lm)
     encoded = encode_pairs(lm.tokenizer, pairs, end_of_turn=args.end_of_turn)[: args.pairs]
     grid = sorted({0.0, *ms})
@@ -130,9 +174,10 @@ def steered(args: argparse.Namespace, pairs: PairSet) -> None:
         row["util_drop"] = baseline - row["util_odds"]
     where = f"{intervention.form} at layer {intervention.layer}"
     if args.json:
-        what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": pairs.name}
+        what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": concept}
         what.update(intervention=args.intervention, form=intervention.form)
-        what.update(layer=intervention.layer, pairs=len(encoded), **scale(args), rows=rows)
+        what.update(layer=intervention.layer, pairs=len(encoded), **part_fields(args))
+        what.update(**scale(args), rows=rows)
         print(json.dumps(what))
         return
     heads = ("m", "pref_odds", "± se", "util_odds", "± se", "util_drop", "accuracy")
@@ -141,11 +186,16 @@ def steered(args: argparse.Namespace, pairs: PairSet) -> None:
     for row in rows:
         print("  ".join(f"{row[c]:>10.3f}" for c in columns))
     print(
-        f"model {lm.spec}, concept {pairs.name} ({len(encoded)} pairs), {where}; m = 0 is the "
-        f"unsteered model{', per token' if args.per_token else ''}"
+        f"model {lm.spec}, concept {concept} ({which(args, len(encoded), pairs)}), {where}; "
+        f"m = 0 is the unsteered model{', per token' if args.per_token else ''}"
     )
 
 
 def scale(args: argparse.Namespace) -> dict[str, bool]:
     """How the completions were scored: numbers on different scales must not be compared."""
     return {"per_token": args.per_token, "end_of_turn": args.end_of_turn}
+
+
+def part_fields(args: argparse.Namespace) -> dict:
+    """Which pairs were scored, for `--json`."""
+    return {"split": args.split, **({} if args.split == "all" else {"split_seed": args.seed})}

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from steerfront.cli.args import (
     add_dtype,
+    add_output,
     add_storage,
     search_budget,
     search_state,
     search_store,
 )
+from steerfront.cli.checks import check_intervention, check_out
 from steerfront.cli.report import describe
-from steerfront.defaults import EXPORT_FORMATS
+from steerfront.defaults import DEFAULT_MODEL, EXPORT_FORMATS
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store
 
@@ -47,8 +50,8 @@ def add(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--out",
         default=None,
-        help="new or empty output folder (default: beside the source, SEARCH/export-FORMAT "
-        "or FILE's folder/STEM-FORMAT)",
+        help="new or empty output folder, unless --force (default: beside the source, "
+        "SEARCH/export-FORMAT or FILE's folder/STEM-FORMAT)",
     )
     export.add_argument(
         "--point",
@@ -67,8 +70,9 @@ def add(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--force",
         action="store_true",
-        help="for a search: export even a point that does not beat the unsteered model on "
-        "test preference (or whose verdict is unknown), as `steerfront best --force` does",
+        help="replace a non-empty output folder; for a search, also export a point that does "
+        "not beat the unsteered model on test preference (or whose verdict is unknown), as "
+        "`steerfront best --force` does",
     )
     export.add_argument(
         "--model",
@@ -76,6 +80,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         help="model (default: the one the intervention or search was made for)",
     )
     add_dtype(export)
+    add_output(export, "what was exported, and where", progress=False)
     export.set_defaults(run=run, parser=export)
 
 
@@ -83,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     """Exit status 1 when a search's point does not beat the unsteered model (nothing
     exported), as `best`."""
     from steerfront.lm import load_model
-    from steerfront.methods.export import FORMATS, export
+    from steerfront.methods.export import FORMATS, export, format_refusal
     from steerfront.methods.io import load_intervention, read_sidecar
-    from steerfront.search.best import assess, verdict
+    from steerfront.search.best import assess, verdict, without_pairs
 
     store, record = None, None
     path = intervention_file(args.source)
@@ -94,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
         model = state["settings"]["model"]
         assessment = assess(record, state["setup"], search_budget(state, None))
         if not assessment["beats_baseline"] and not args.force:
+            if args.json:
+                doc = {"exported": False, "point": without_pairs(record), **assessment}
+                print(json.dumps(doc, default=str))
+                return 1
             print(f"point: {describe(record)}")
             print(verdict(assessment))
             print("nothing exported (pass --force to export it anyway)")
@@ -101,27 +110,47 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.point is not None:
             raise SteerfrontError(f"--point: {args.source} is an intervention file, not a search")
-        model = read_sidecar(path).get("model")
-    lm = load_model(args.model or model, dtype=args.dtype)
-    intervention = load_intervention(path, lm)
-    m = args.m
-    if m is None:
-        m = record["m"] if record else float(intervention.meta.get("m", 1.0))
+        model = read_sidecar(path).get("model") or DEFAULT_MODEL
+    model = args.model or model
+    # Everything the files and the model's configuration tell, before the model loads.
+    sidecar = check_intervention(path, model)
+    problem = format_refusal(sidecar["form"], sidecar["layer"], args.to)
+    if problem:
+        raise SteerfrontError(problem)
     if args.out:
         out = Path(args.out)
     elif store is not None:
         out = store.local / f"export-{args.to}"
     else:
         out = path.with_name(f"{path.name.removesuffix('.safetensors')}-{args.to}")
-    export(intervention, lm, args.to, out, m)
+    check_out(out, args.force)
+    lm = load_model(model, dtype=args.dtype)
+    intervention = load_intervention(path, lm)
+    m = args.m
+    if m is None:
+        m = record["m"] if record else float(intervention.meta.get("m", 1.0))
+    export(intervention, lm, args.to, out, m, replace=args.force)
     if store is not None and not args.out:
         store.push(out.name)
+    names = sorted(p.name for p in out.iterdir())
+    if args.json:
+        document = {
+            "out": str(out),
+            "to": args.to,
+            "form": intervention.form,
+            "layer": intervention.layer,
+            "m": m,
+            "files": names,
+            "serve": str(out / "SERVE.md"),
+            "point": record and without_pairs(record),
+        }
+        print(json.dumps({"exported": True, **document}, default=str))
+        return 0
     if record:
         print(f"point: {describe(record)}")
-    files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(
         f"exported {intervention.form} at layer {intervention.layer}, m {m:g}, as {args.to} "
-        f"({', '.join(FORMATS[args.to])}) to {out}/: {files}"
+        f"({', '.join(FORMATS[args.to])}) to {out}/: {', '.join(names)}"
     )
     print(f"how to serve it: {out / 'SERVE.md'}")
     return 0

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from steerfront.cli.args import add_finished_search, search_state, search_store
+from steerfront.cli.args import add_finished_search, add_output, search_state, search_store
 from steerfront.cli.report import print_front
 
 
 def add(commands: argparse._SubParsersAction) -> None:
     front = commands.add_parser("front", help="print a search's Pareto front")
     add_finished_search(front)
-    front.add_argument(
-        "--json",
-        action="store_true",
-        help='print {"baseline": the unsteered model\'s scores, "front": the points} as JSON',
+    add_output(
+        front,
+        '{"baseline": the unsteered model\'s scores, "front": the points}',
+        progress=False,
     )
     front.set_defaults(run=run, parser=front)
 

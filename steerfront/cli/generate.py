@@ -7,7 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from steerfront.cli.args import add_dtype, add_model, floats, intervention_model
+from steerfront.cli.args import add_dtype, add_model, add_output, floats, intervention_model
+from steerfront.cli.checks import check_intervention
 from steerfront.errors import SteerfrontError
 
 
@@ -48,7 +49,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--seed", type=int, default=0, help="seed of the sampling, per prompt (default: 0)"
     )
-    generate.add_argument("--json", action="store_true", help="print the answers as JSON")
+    add_output(generate, "the answers", progress=False)
     add_dtype(generate)
 
     generate.set_defaults(run=run, parser=generate)
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> None:
     except SteerfrontError as err:
         raise SteerfrontError(f"--m: {err}") from None
     model = intervention_model(args.intervention, sidecar, args.model)
+    check_intervention(args.intervention, model)  # before the model loads
     lm = load_model(model, dtype=args.dtype)
     intervention = load_intervention(args.intervention, lm)
     answers = []

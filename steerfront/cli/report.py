@@ -23,8 +23,9 @@ def describe(record: dict) -> str:
 
 
 def print_front(rows: list[dict], baseline: dict) -> None:
-    """The unsteered model, then one line per front point (`dense`: a point of the extended
-    front that is not a trial's own result); log-odds with their 95% intervals."""
+    """The unsteered model, then one line per front point, numbered from 1 as `export --point`
+    counts (`dense`: a point of the extended front that is not a trial's own result); log-odds
+    with their 95% intervals."""
     narrow = ("point", "form", "objective", "layer", "m", "rank", "gamma")
     wide = ("pref val", "util val", "drop val", "pref test", "util test")
     print(" ".join(f"{h:>12}" for h in narrow) + " " + " ".join(f"{h:>21}" for h in wide))
@@ -38,8 +39,8 @@ def print_front(rows: list[dict], baseline: dict) -> None:
         **{f"util_odds{e}": baseline.get(f"val_util_odds{e}") for e in ("_lo", "_hi")},
         **{k: v for k, v in baseline.items() if k.startswith("test_")},
     }
-    for r in [unsteered, *rows]:
-        point = r.get("point") or ("dense" if r.get("dense") else "trial")
+    for number, r in enumerate([unsteered, *rows]):  # numbered as `export --point` counts
+        point = r.get("point") or f"{number} {'dense' if r.get('dense') else 'trial'}"
         cells = [point, r.get("form"), r.get("objective"), r.get("layer"), r.get("m")]
         cells += [r.get("rank"), r.get("gamma")]
         line = " ".join(f"{cell(c):>12}" for c in cells)
@@ -101,6 +102,8 @@ def print_judged(summary: dict) -> None:
         for pair in shown["rows"]:
             print(f"\nprompt: {pair['prompt']}")
             side_by_side(pair["unsteered"], pair["picked"], names)
+    elif shown.get("why"):
+        print(f"\npicked: none ({shown['why']})")
     print(f"judge results: {summary['judge_folder']}/")
 
 

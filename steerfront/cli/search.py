@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerfront.cli.args import (
@@ -13,6 +14,7 @@ from steerfront.cli.args import (
     add_end_of_turn,
     add_judge,
     add_model,
+    add_output,
     add_per_token,
     add_tracking_uri,
     ints,
@@ -22,7 +24,7 @@ from steerfront.cli.args import (
 from steerfront.cli.report import describe, print_front, print_judged
 from steerfront.defaults import CACHE_SHARE, SEARCH, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
-from steerfront.search.storage import Store
+from steerfront.search.storage import Store, is_uri
 
 if TYPE_CHECKING:
     from steerfront.search.settings import SearchSettings
@@ -164,8 +166,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         f"(default: {SEARCH['util_floor']})",
     )
     add_judge(search, on_search=True)
-    search.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
-    search.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output(search, "the summary (last line)")
     search.set_defaults(run=run, parser=search)
 
 
@@ -215,6 +216,7 @@ def run(args: argparse.Namespace) -> None:
         )
         judge = judge_settings(args, args.seed)  # bad files or endpoint: before anything runs
         settings.judge = judge and judge.stored()
+        new_folder(settings)
     summary = run_search(space, settings, resume=bool(args.resume))
     if args.json:
         print(json.dumps(summary, default=str))
@@ -263,3 +265,19 @@ def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
 
         JudgeSettings(**settings.judge).check()
     return settings, SearchSpace(**state["space"])
+
+
+def new_folder(settings: SearchSettings) -> None:
+    """Refuse a local folder of that name that holds anything but a search (a search is
+    refused with a hint to resume it, later): a search never writes among a user's files."""
+    from steerfront.search.run import STATE
+
+    folder = Path(settings.storage) / settings.name
+    if is_uri(settings.storage) or not folder.is_dir() or (folder / STATE).exists():
+        return
+    held = sorted(p.name for p in folder.iterdir())
+    if held:
+        raise SteerfrontError(
+            f"--name {settings.name}: {folder} exists and holds {', '.join(held[:3])}"
+            f"{' and more' if len(held) > 3 else ''}, not a search; choose another --name"
+        )

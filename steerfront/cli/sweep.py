@@ -12,10 +12,12 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_model,
+    add_output,
     add_per_token,
     floats,
     per_form,
 )
+from steerfront.cli.checks import check_layer, check_out, model_config
 from steerfront.defaults import (
     FACTORS,
     FORMS,
@@ -123,10 +125,14 @@ def add(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument(
         "--out",
         default=None,
-        help="output folder (default: runs/sweep-CONCEPT-FORM-OBJECTIVE-lLAYER)",
+        help="new or empty output folder (default: runs/sweep-CONCEPT-FORM-OBJECTIVE-lLAYER)",
     )
-    sweep.add_argument("--json", action="store_true", help="print results as JSON")
-    sweep.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sweep.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an output folder that holds anything (default: refuse it)",
+    )
+    add_output(sweep, "results")
 
     sweep.set_defaults(run=run, parser=sweep)
 
@@ -148,6 +154,8 @@ def run(args: argparse.Namespace) -> None:
         problem = None if args.no_fit else fit_problem(grid)
         if problem:
             raise SteerfrontError(f"--m: {problem} (give more values of m, or pass --no-fit)")
+    if args.out:
+        check_out(Path(args.out), args.force)
     pairs = load_concept(args.concept, args.format)
     if not 0 < args.test_fraction < 1:
         raise SteerfrontError(f"--test-fraction must be between 0 and 1, not {args.test_fraction}")
@@ -164,10 +172,12 @@ def run(args: argparse.Namespace) -> None:
         gamma=args.gamma,
         theta=args.theta,
     )
-    lm = load_checked(args.model, dtype=args.dtype)
+    # What the model's configuration and the flags tell is checked before the model loads.
+    config = model_config(args.model)
+    layer = args.layer if args.layer is not None else config.num_hidden_layers // 2
     spec = TrainSpec(
         form=args.form,
-        layer=lm.check_layer(args.layer if args.layer is not None else lm.n_layers // 2),
+        layer=check_layer(layer, config, args.model),
         objective=objective,
         rank=args.rank,
         lr=args.lr,
@@ -177,14 +187,19 @@ def run(args: argparse.Namespace) -> None:
         factors=args.factors,
         seed=args.seed,
     )
+    out = Path(args.out or f"runs/sweep-{pairs.name}-{spec.form}-{objective.name}-l{spec.layer}")
+    check_out(out, args.force)
+    if args.rank < 1:
+        raise SteerfrontError(f"--rank must be at least 1, not {args.rank}")
+    lm = load_checked(args.model, dtype=args.dtype)
+    lm.check_layer(spec.layer)
     if grid is None:
         grid = sweep_grid(default_grid(spec))
     shapes(spec.form, lm, spec.layer, spec.rank)
-    out = Path(args.out or f"runs/sweep-{pairs.name}-{spec.form}-{objective.name}-l{spec.layer}")
     if not args.quiet:
         print(
             f"sweep: {lm.spec}, concept {pairs.name} ({len(splits.train)} train / "
-            f"{len(splits.test)} test pairs), {spec.form} {objective.name} at layer "
+            f"{plural(len(splits.test), 'test pair')}), {spec.form} {objective.name} at layer "
             f"{spec.layer}, {len(grid)} values of m"
             + (", completions scored with the end of turn" if args.end_of_turn else "")
             + (", per token" if args.per_token else ""),
@@ -278,3 +293,8 @@ def manifold_finding(manifold: dict) -> str:
         f"variance; corr(off-manifold, utility loss) = "
         f"{manifold['corr_off_manifold_util_loss']:.3f}"
     )
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 test pair`, `30 test pairs`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

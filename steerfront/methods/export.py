@@ -18,7 +18,7 @@ from pathlib import Path
 from steerfront.defaults import EXPORT_FORMATS, FORMS
 from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir
-from steerfront.lm import LM, quiet_loading, serving_source
+from steerfront.lm import LM, public_name, quiet_loading, serving_source
 from steerfront.methods.gguf import write_control_vector
 from steerfront.methods.interventions import Intervention, check_fits
 from steerfront.methods.io import write_peft
@@ -36,7 +36,15 @@ def formats_for(form: str) -> list[str]:
 
 def refusal(intervention: Intervention, lm: LM, to: str) -> str | None:
     """Why `intervention` cannot be exported as `to` for `lm` (one line), or None."""
-    form, layer = intervention.form, intervention.layer
+    problem = format_refusal(intervention.form, intervention.layer, to)
+    if problem is None and to == "merged":
+        return merge_refusal(intervention, lm)
+    return problem
+
+
+def format_refusal(form: str, layer: int, to: str) -> str | None:
+    """Why an intervention of `form` at `layer` cannot be exported as `to` whatever the model
+    (one line, known from its sidecar before any model loads), or None."""
     if to not in FORMATS:
         return f"unknown format {to!r} (choose from {', '.join(FORMATS)})"
     if form not in FORMATS[to]:
@@ -49,19 +57,20 @@ def refusal(intervention: Intervention, lm: LM, to: str) -> str | None:
             "a vector after block 0 cannot be expressed for llama.cpp: it adds direction.N to "
             "the output of block N and rejects N = 0; use --to merged"
         )
-    if to == "merged":
-        return merge_refusal(intervention, lm)
     return None
 
 
-def export(intervention: Intervention, lm: LM, to: str, out: str | Path, m: float) -> Path:
-    """Write `intervention` at `m` in format `to` into the new (or empty) folder `out`."""
+def export(
+    intervention: Intervention, lm: LM, to: str, out: str | Path, m: float, replace: bool = False
+) -> Path:
+    """Write `intervention` at `m` in format `to` into the new (or empty) folder `out`; with
+    `replace`, a folder that holds anything is replaced once the export is complete."""
     out = Path(out).expanduser()
     check_fits(intervention, lm)
     problem = refusal(intervention, lm, to)
     if problem:
         raise SteerfrontError(problem)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not replace)):
         raise SteerfrontError(f"--out {out}: exists and is not an empty folder")
     final = out.resolve()
     model_dir, model_gguf = serving_source(lm.spec)
@@ -69,7 +78,7 @@ def export(intervention: Intervention, lm: LM, to: str, out: str | Path, m: floa
         f"# Serving {intervention.form} at layer {intervention.layer}, m = {m:g}\n\n"
         f"Model {lm.spec}; exported by steerfront {importlib.metadata.version('steerfront')}.\n"
     )
-    with staged_dir(out) as staging:
+    with staged_dir(out, replace=replace) as staging:
         if to == "gguf":
             vector = intervention.params["v"].detach().float().cpu().numpy()
             write_control_vector(
@@ -79,8 +88,8 @@ def export(intervention: Intervention, lm: LM, to: str, out: str | Path, m: floa
             (staging / EASYSTEER).write_text(json.dumps(spec, indent=2) + "\n")
             text = serve_gguf(final, intervention.layer, m, model_dir, model_gguf)
         elif to == "peft":
-            write_peft(intervention, staging, lm, m, base=model_dir)
-            text = serve_peft(final, model_dir, intervention.rank)
+            write_peft(intervention, staging, lm, m, base=public_name(lm.spec))
+            text = serve_peft(final, model_dir, intervention.rank, public_name(lm.spec))
         else:
             with quiet_loading():
                 merged_model(intervention, lm, m).save_pretrained(staging)
@@ -145,12 +154,23 @@ A Hugging Face folder with the vector merged in: `steerfront export ... --to mer
 """
 
 
-def serve_peft(out: Path, model_dir: str, rank: int | None) -> str:
+def serve_peft(out: Path, model_dir: str, rank: int | None, base: str | None = None) -> str:
     rank_flag = f" --max-lora-rank {rank}" if rank and rank > 16 else ""
+    local = (
+        ""
+        if base is None or base == model_dir
+        else f"""
+`adapter_config.json` names its base model `{base}` (`base_model_name_or_path`), the name
+PEFT and vLLM look it up by. The copy steerfront steered and scored is local, at
+{model_dir}
+(converted from the packaged GGUF file: close to, not identical with, the hub's weights); the
+commands below load that copy, so the adapter acts on the weights it was made on.
+"""
+    )
     return f"""
 A PEFT LoRA adapter on the MLP down-projection, with m folded into its weights
 (`lora_alpha = r`, so every engine applies it at scale 1).
-
+{local}
 ## vLLM
 
     vllm serve {model_dir} --enable-lora --lora-modules steer={out}{rank_flag}

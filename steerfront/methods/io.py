@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from steerfront.defaults import FORMS
 from steerfront.errors import SteerfrontError
 from steerfront.files import open_mode, sha256, staged_dir
-from steerfront.lm import LM
+from steerfront.lm import LM, public_name
 from steerfront.methods.interventions import Intervention, check_fits
 
 _SUFFIX = ".safetensors"
@@ -123,7 +123,70 @@ def _read_sidecar(sidecar_path: Path) -> dict:
 
 def read_sidecar(path: str | Path) -> dict:
     """An intervention's sidecar as data (which model it was made for, its meta), validated."""
+    _check_given(path)
     return _read_sidecar(_pair(path)[1])
+
+
+def _check_given(path: str | Path) -> None:
+    """Refuse, naming the file the user gave, an intervention that is not there."""
+    given = Path(path).expanduser()
+    tensors_path, sidecar_path = _pair(path)
+    if given.name.endswith((_SUFFIX, ".json")) and not given.is_file():
+        raise SteerfrontError(f"{given}: no such file")
+    if not tensors_path.is_file() and not sidecar_path.is_file():
+        raise SteerfrontError(
+            f"{given}: no such intervention (neither {tensors_path.name} nor {sidecar_path.name})"
+        )
+    if not sidecar_path.is_file():
+        raise SteerfrontError(
+            f"{sidecar_path}: sidecar file is missing (the JSON beside {tensors_path.name})"
+        )
+
+
+def check_files(path: str | Path, config: object | None = None, model: str = "") -> dict:
+    """An intervention's files checked without loading a model: both there, the tensors the
+    ones the sidecar hashed and of the shapes it records, and, given the model's `config`
+    (read cheaply: `lm.model_config`), made for its layer count and width. Return the
+    sidecar; each problem is one line naming the file at fault."""
+    from safetensors import safe_open
+
+    sidecar = read_sidecar(path)
+    tensors_path, sidecar_path = _pair(path)
+    if not tensors_path.is_file():
+        raise SteerfrontError(f"{tensors_path}: tensor file is missing")
+    if sha256(tensors_path) != sidecar["sha256"]:
+        raise SteerfrontError(
+            f"{tensors_path}: sha256 differs from the one in {sidecar_path.name}; "
+            "the file was modified (tampered or corrupted) after export"
+        )
+    try:
+        with safe_open(tensors_path, framework="pt") as handle:
+            found = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise SteerfrontError(f"{tensors_path}: not a readable safetensors file ({exc})") from None
+    if found != sidecar["shapes"]:
+        raise SteerfrontError(
+            f"{sidecar_path}: field 'shapes' is {sidecar['shapes']}, "
+            f"but {tensors_path.name} holds {found}"
+        )
+    if config is None:
+        return sidecar
+    have = {
+        "hidden_size": getattr(config, "hidden_size", None),
+        "n_layers": getattr(config, "num_hidden_layers", None),
+    }
+    for name, value in have.items():
+        if value is not None and sidecar[name] != value:
+            raise SteerfrontError(
+                f"{sidecar_path}: made for a model with {name} {sidecar[name]}, "
+                f"but {model} has {value}"
+            )
+    if not 0 <= sidecar["layer"] < (have["n_layers"] or sidecar["n_layers"]):
+        raise SteerfrontError(
+            f"{sidecar_path}: layer {sidecar['layer']} is out of range for {model} "
+            f"(layers 0..{(have['n_layers'] or sidecar['n_layers']) - 1})"
+        )
+    return sidecar
 
 
 def load_intervention(path: str | Path, lm: LM) -> Intervention:
@@ -132,6 +195,7 @@ def load_intervention(path: str | Path, lm: LM) -> Intervention:
     Refuses, in one line, a tensor file changed since export, a sidecar made for a model of
     another size, and tensors whose shapes do not fit `lm`.
     """
+    _check_given(path)
     tensors_path, sidecar_path = _pair(path)
     sidecar = _read_sidecar(sidecar_path)
     if not tensors_path.is_file():
@@ -177,7 +241,8 @@ def export_peft(
     base: str | None = None,
 ) -> Path:
     """Write a LoRA intervention at `m` as a PEFT adapter folder for `PeftModel.from_pretrained`
-    (and vLLM's `--lora-modules`); `base` is the base model it names (default: `lm.spec`).
+    (and vLLM's `--lora-modules`); `base` is the base model it names (default: the model's
+    public name, `lm.public_name`: the built-in model's hub id).
 
     PEFT adds `(lora_alpha / r)·B·A·x` to the adapted module's output; with `lora_alpha = r`
     and `m·B` as B that is exactly our lora form at `m` on layer `layer`'s down-projection (an
@@ -212,7 +277,7 @@ def write_peft(
         bias="none",
         task_type="CAUSAL_LM",
         inference_mode=True,
-        base_model_name_or_path=base or lm.spec,
+        base_model_name_or_path=base or public_name(lm.spec),
     )
     prefix = f"base_model.model.{module_name}"
     params = {name: t.detach().to("cpu", torch.float32) for name, t in intervention.params.items()}

@@ -79,13 +79,17 @@ def examples(
     keeps enough fluency) the search's own pick `searched`, when it was judged."""
     from steerfront.search.best import pick_judged
 
+    why = None
     try:
         picked, rule = pick_judged(judged), "judged"
-    except SteerfrontError:
+    except SteerfrontError as err:
         same = [r for r in judged if searched and _same_point(r, searched)]
         picked, rule = (same[0], "max-pref") if same else (None, None)
+        why = f"{err}; the search's own pick (best --rule max-pref) " + (
+            "was not among the judged points" if searched else "is none"
+        )
     if picked is None:
-        return {"picked": None, "rule": None, "rows": []}
+        return {"picked": None, "rule": None, "rows": [], "why": why}
     shown = []
     for prompt in list(dict.fromkeys(r["prompt"] for r in rows))[:count]:
         pair = {"prompt": prompt}

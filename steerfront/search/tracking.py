@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import logging
 import math
 import os
@@ -277,8 +278,16 @@ def log_judged(
         )
 
 
-def serve_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> None:
-    """Run the MLflow UI on `tracking_uri` (one worker) until Ctrl-C, then stop it cleanly."""
+def serve_ui(
+    tracking_uri: str,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    json_line: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Run the MLflow UI on `tracking_uri` (one worker) until Ctrl-C, then stop it cleanly;
+    its address is printed once it answers (as JSON with `json_line`); `quiet` hides the
+    server's own log."""
     import signal
     import subprocess
     import sys
@@ -289,7 +298,8 @@ def serve_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> No
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    server = subprocess.Popen(command, start_new_session=True, stdout=sys.stderr)
+    log = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
+    server = subprocess.Popen(command, start_new_session=True, **{"stdout": sys.stderr, **log})
     url = f"http://{host}:{port}"
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     try:
@@ -302,10 +312,14 @@ def serve_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> No
                 break
             except OSError:
                 time.sleep(0.5)
-        print(f"MLflow UI on {url} (store {tracking_uri}); Ctrl-C stops it", flush=True)
+        if json_line:
+            print(json.dumps({"url": url, "tracking_uri": tracking_uri}), flush=True)
+        else:
+            print(f"MLflow UI on {url} (store {tracking_uri}); Ctrl-C stops it", flush=True)
         server.wait()
     except KeyboardInterrupt:
-        print("stopping the MLflow UI", file=sys.stderr)
+        if not quiet:
+            print("stopping the MLflow UI", file=sys.stderr)
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

@@ -174,7 +174,7 @@ CASES = {
     "intervention missing": (
         {},
         ["generate", "--intervention", "{tmp}/none.safetensors", "hi"],
-        "none.json",
+        "{tmp}/none.safetensors: no such file",
     ),
     # generate's prompts and settings
     "prompts: invalid json line": (

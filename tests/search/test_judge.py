@@ -142,6 +142,29 @@ def test_judging_again_generates_nothing_and_logs_no_duplicate(judged):
     assert len(table["data"]) == rows
 
 
+def test_judging_with_other_settings_is_refused_unless_forced(judged):
+    """A pass with other settings never replaces the earlier one without a word: refused (the
+    settings that differ named, every file kept), or replaced with --force, saying so."""
+    tmp_path, summary, _ = judged
+    runs = str(tmp_path / "runs")
+    folder = tmp_path / "runs" / "j1" / "judge"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    other = ["judge", "j1", "--storage", runs, "--judge-points", "2", "--max-new-tokens", "5"]
+    status, out, err = run(*other)
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert f"{folder}/ holds a judge pass made with other settings" in err
+    assert "(max_new_tokens 6, not 5); pass --force to replace it" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    status, out, err = run(*other, "--force", "--json")
+    assert status == 0, err
+    assert f"judge: replacing the earlier pass in {folder}/ (max_new_tokens 6, not 5)" in err
+    rows = pq.read_table(folder / "generations.parquet").to_pylist()
+    assert {r["max_new_tokens"] for r in rows} == {5}
+    assert json.loads((folder / "judge.json").read_text())["settings"]["max_new_tokens"] == 5
+    status, _, err = run(*other)  # the same settings again: reused, not refused
+    assert status == 0 and "0 generations to make" in err
+
+
 def test_best_rule_judged_picks_by_concept_within_fluency(judged):
     tmp_path, _, _ = judged
     runs = str(tmp_path / "runs")
@@ -169,7 +192,8 @@ def test_chosen_points_by_trial_id_and_file(judged):
     ids = ",".join(t["trial_id"] for t in trials[1:])
     for spec, ms in ((str(points), [dense["m"]]), (ids, [t["m"] for t in trials[1:]])):
         status, out, err = run("judge", "j1", "--storage", runs, "--points", spec, "--prompts",
-                               str(prompts), "--max-new-tokens", "4", "--json")  # fmt: skip
+                               str(prompts), "--max-new-tokens", "4", "--json",
+                               "--force")  # fmt: skip
         assert status == 0, err
         result = json.loads(out.strip().splitlines()[-1])
         assert [p["m"] for p in result["judged"]] == [0.0, *ms]
@@ -238,7 +262,7 @@ def test_llm_judge_pass_through_a_real_server(judged, tmp_path):
         status, err, seconds = bad(judged[0], *common, "--judge-model", "gpt-4o")
         assert status == 2 and "judge model 'gpt-4o' is not served" in err and seconds < 15
         status, out, err = run("judge", "j1", "--storage", runs, *common, "--judge-model",
-                               "judge", "--json")  # fmt: skip
+                               "judge", "--json", "--force")  # fmt: skip
         assert status == 0, err
     finally:
         stop_server(server)
@@ -257,7 +281,7 @@ def test_search_resume_finishes_a_judge_pass_that_was_cut_off(judged):
     tmp_path = judged[0]
     folder = tmp_path / "runs" / "j1" / "judge"
     recorded = ["--judge-points", "2", "--max-new-tokens", "6"]  # the search's own pass
-    assert run("judge", "j1", "--storage", str(tmp_path / "runs"), *recorded)[0] == 0
+    assert run("judge", "j1", "--storage", str(tmp_path / "runs"), *recorded, "--force")[0] == 0
     rows = pq.read_table(folder / "generations.parquet").to_pylist()
     kept = rows[:5]
     pq.write_table(pq.read_table(folder / "generations.parquet").slice(0, 5), folder / "g.parquet")

@@ -297,7 +297,12 @@ def test_front_table_starts_with_the_unsteered_model_and_shows_intervals(finishe
     assert lines[1].split()[0] == "unsteered" and len(lines) == 2 + len(summary["extended_front"])
     low, high = summary["baseline"]["val_pref_odds_lo"], summary["baseline"]["val_pref_odds_hi"]
     assert f"[{low:.2f},{high:.2f}]" in lines[1]
-    assert all(line.count("[") == 5 for line in lines[2:] if line.split()[0] == "trial")
+    assert all(line.count("[") == 5 for line in lines[2:] if line.split()[1] == "trial")
+    # Rows numbered as `export --point N` counts them: row N is the N-th point of the front.
+    assert [line.split()[0] for line in lines[2:]] == [str(n) for n in range(1, len(lines) - 1)]
+    front = summary["extended_front"]
+    kinds = ["dense" if r.get("dense") else "trial" for r in front]
+    assert [line.split()[1] for line in lines[2:]] == kinds
 
 
 def test_intervals_are_seeded_bootstraps_that_hold_the_mean(finished):
