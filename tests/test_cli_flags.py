@@ -160,8 +160,8 @@ def test_evaluate_scores_the_split_it_names(capsys, tmp_path, tiny_model_dir):
 
 
 def test_judge_says_why_it_picked_nothing(capsys):
-    from steerfront.cli.args import print_judged
-    from steerfront.search.judged import examples
+    from steerfront.cli.report import print_judged
+    from steerfront.search.judge_results import examples
 
     judged = [
         {"point": 0, "judge": "local", "fluency": 0.5, "concept": 0.1},
