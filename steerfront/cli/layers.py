@@ -82,7 +82,8 @@ def add(commands: argparse._SubParsersAction) -> None:
 
 
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an output folder that holds anything, unless `force`; a file in the way always."""
+    """Refuse an output folder that holds anything, unless `force`; a file in the way always.
+    (The same rule as the CLI work's `cli/checks.check_out`, which replaces this once merged.)"""
     if out.exists() and not out.is_dir():
         raise SteerfrontError(f"--out {out}: exists and is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -122,11 +123,11 @@ def run(args: argparse.Namespace) -> None:
     progress = not args.quiet and not args.json
 
     from steerfront.files import staged_dir
-    from steerfront.lm import load_model
+    from steerfront.models import load_checked
     from steerfront.scoring.priors import layer_scores, plot_layers
 
     clock = time.perf_counter()
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_checked(args.model, dtype=args.dtype)
     load_s = time.perf_counter() - clock
     if progress:
         print(
@@ -156,26 +157,6 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(document))
         return
+    from steerfront.cli.report import print_layers
+
     print_layers(document)
-
-
-def print_layers(document: dict) -> None:
-    """The per-layer table, the recommended layers and where the files went."""
-    heads = ("layer", "nav d", "nav c", "d+c", "lens", "gain", "m@kl", "rank", "rec")
-    keys = ("d", "c", "score", "lens", "gain", "m", "rank")
-    print("  ".join(f"{h:>7}" for h in heads))
-    picks = {layer: i for i, layer in enumerate(document["recommended"], start=1)}
-    for row in document["rows"]:
-        cells = [f"{row['layer']:>7}"]
-        cells += [f"{row[k]:>7.3f}" if row[k] is not None else f"{'-':>7}" for k in keys]
-        mark = f"#{picks[row['layer']]}" if row["layer"] in picks else ""
-        mark = mark or ("" if row["in_window"] else "out")
-        cells.append(f"{mark:>7}")
-        print("  ".join(cells).rstrip())
-    lo, hi = document["window"]
-    kl = f" at kl {document['kl']:g}" if document["kl"] is not None else ""
-    print(
-        f"recommended layers (mean rank of d+c, lens{', gain' + kl if kl else ''}; "
-        f"window {lo}..{hi}): {', '.join(map(str, document['recommended']))}"
-    )
-    print(f"wrote {document['out']}/: layers.json, layers.png")

@@ -64,6 +64,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from steerfront.data import EncodedPair
+from steerfront.data.prompts import neutral_prompts
 from steerfront.defaults import PRIORS
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM
@@ -71,6 +72,7 @@ from steerfront.memory import MemoryCache
 from steerfront.methods.interventions import Intervention
 from steerfront.methods.train import span_means
 from steerfront.scoring.evaluate import evaluate
+from steerfront.scoring.kl import kl_scores, unsteered_answers
 
 # kl of a vector intervention at each value of m (mean over prompts and tokens), in nats.
 KLOf = Callable[[Intervention, np.ndarray], np.ndarray]
@@ -231,14 +233,6 @@ def neutral_kl(
     """`kl(intervention, m)` from `scoring.kl`: the unsteered model's answers to the first
     `prompts` built-in neutral prompts (generated once, cached on disk), the first `tokens`
     tokens of each scored; the mean over prompts per m."""
-    try:
-        from steerfront.data.prompts import neutral_prompts
-        from steerfront.scoring.kl import kl_scores, unsteered_answers
-    except ImportError:
-        raise SteerfrontError(
-            "the gain at fixed kl needs steerfront.scoring.kl, which this installation lacks "
-            "(pass --no-gain)"
-        ) from None
     answers = unsteered_answers(lm, neutral_prompts(count=prompts))
     cache = cache if cache is not None else MemoryCache(_CACHE_BYTES)
 

@@ -199,10 +199,6 @@ def test_window_and_layer_checks():
 
 
 def test_neutral_kl_through_the_kl_module(tiny_lm):
-    try:
-        import steerfront.scoring.kl  # noqa: F401
-    except ImportError:
-        pytest.skip("steerfront.scoring.kl is not merged yet")
     from steerfront.scoring.priors import neutral_kl
 
     encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)
