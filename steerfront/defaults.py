@@ -42,6 +42,12 @@ FACTORS = {
 }
 TEST_FRACTION = 0.2
 
+# Layer priors (`steerfront layers`, scoring/priors.py): the recommended layers are the `top`
+# best by mean rank of navigator score, lens and gain among layers `window` (fractions of the
+# layer count) covers; the gain is measured at the m where kl (on the first `kl_prompts`
+# neutral prompts, `kl_tokens` answer tokens each) reaches `kl` nats per token.
+PRIORS = {"top": 3, "window": (0.2, 0.9), "kl": 0.1, "kl_prompts": 8, "kl_tokens": 16}
+
 # The default search space (`steerfront search` with no arguments): small enough to finish
 # within 15 minutes on a 2-core CPU with the default model.
 SEARCH_SPACE = {

@@ -24,6 +24,7 @@ TINY = {
     "search": ["--trials", "3", "--steps", "6", "-q"],
     "best": ["--force"],  # a tiny random model's pick need not beat its unsteered self
     "judge": ["--max-new-tokens", "4", "--judge-points", "2", "-q"],
+    "layers": ["--no-gain", "-q"],  # the gain generates neutral answers: tests/test_cli_layers
 }
 
 

@@ -16,6 +16,7 @@ from steerfront.cli import (
     front,
     generate,
     judge,
+    layers,
     search,
     sweep,
     ui,
@@ -23,7 +24,20 @@ from steerfront.cli import (
 from steerfront.cli.args import Parser
 from steerfront.errors import SteerfrontError
 
-COMMANDS = (datasets, evaluate, sweep, search, judge, front, best, export, ui, generate, cache)
+COMMANDS = (
+    datasets,
+    evaluate,
+    layers,
+    sweep,
+    search,
+    judge,
+    front,
+    best,
+    export,
+    ui,
+    generate,
+    cache,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """Printing the commands share: front tables, a point in one line, judged points and two
-generations side by side."""
+generations side by side, the layer priors table."""
 
 from __future__ import annotations
 
@@ -124,3 +124,25 @@ def side_by_side(left: dict, right: dict, names: list[str], width: int = 48) -> 
         columns.append([*lines, "", *textwrap.wrap(scores, width)])
     for a, b in itertools.zip_longest(*columns, fillvalue=""):
         print(f"  {a:<{width}}  | {b}")
+
+
+def print_layers(document: dict) -> None:
+    """The per-layer table, the recommended layers and where the files went."""
+    heads = ("layer", "nav d", "nav c", "d+c", "lens", "gain", "m@kl", "rank", "rec")
+    keys = ("d", "c", "score", "lens", "gain", "m", "rank")
+    print("  ".join(f"{h:>7}" for h in heads))
+    picks = {layer: i for i, layer in enumerate(document["recommended"], start=1)}
+    for row in document["rows"]:
+        cells = [f"{row['layer']:>7}"]
+        cells += [f"{row[k]:>7.3f}" if row[k] is not None else f"{'-':>7}" for k in keys]
+        mark = f"#{picks[row['layer']]}" if row["layer"] in picks else ""
+        mark = mark or ("" if row["in_window"] else "out")
+        cells.append(f"{mark:>7}")
+        print("  ".join(cells).rstrip())
+    lo, hi = document["window"]
+    kl = f" at kl {document['kl']:g}" if document["kl"] is not None else ""
+    print(
+        f"recommended layers (mean rank of d+c, lens{', gain' + kl if kl else ''}; "
+        f"window {lo}..{hi}): {', '.join(map(str, document['recommended']))}"
+    )
+    print(f"wrote {document['out']}/: layers.json, layers.png")

@@ -67,13 +67,47 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
     layer's activations (and an fp32 copy of its output) at a time.
     """
     total = torch.zeros(lm.n_layers, lm.hidden_size, dtype=torch.float32, device=lm.device)
+
+    def add(index: int, _pairs: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        total[index] += (pos - neg).sum(0)
+
+    _span_pass(lm, encoded, add)
+    return total / len(encoded)
+
+
+@torch.no_grad()
+def span_means(lm: LM, encoded: list[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pair's block outputs averaged over its positive and over its negative completion
+    tokens, at every layer: two fp32 tensors (n_pairs, n_layers, hidden_size), in the order of
+    `encoded`. The same single pass as `diffmean` (whose vectors are the mean over pairs of
+    their difference), keeping each pair's means instead of their sum."""
+    shape = (len(encoded), lm.n_layers, lm.hidden_size)
+    pos = torch.zeros(shape, dtype=torch.float32, device=lm.device)
+    neg = torch.zeros(shape, dtype=torch.float32, device=lm.device)
+
+    def keep(index: int, pairs: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> None:
+        pos[pairs, index] = p
+        neg[pairs, index] = n
+
+    _span_pass(lm, encoded, keep)
+    return pos, neg
+
+
+def _span_pass(
+    lm: LM,
+    encoded: list[EncodedPair],
+    reduce: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """One forward pass over `encoded`; as block `i` outputs a batch, `reduce(i, pairs, pos,
+    neg)` gets each row's output averaged over its positive and its negative completion tokens
+    (fp32, (rows, hidden_size)) with the rows' indices into `encoded`."""
     spans: dict[str, torch.Tensor] = {}
 
     def grab(index: int) -> Callable:
         def hook(_module: torch.nn.Module, _args: tuple, output: object) -> None:
             acts = (output[0] if isinstance(output, tuple) else output).float()
-            diff = _span_mean(acts, spans["pos"]) - _span_mean(acts, spans["neg"])
-            total[index] += diff.sum(0)
+            pos, neg = _span_mean(acts, spans["pos"]), _span_mean(acts, spans["neg"])
+            reduce(index, spans["pairs"], pos, neg)
 
         return hook
 
@@ -83,7 +117,7 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
     try:
         for batch in pack(encoded, tokens, full_completions=True):
             batch = batch.to(lm.device)
-            spans.update(pos=batch.pos_span, neg=batch.neg_span)
+            spans.update(pos=batch.pos_span, neg=batch.neg_span, pairs=batch.pairs)
             mask = batch.mask(lm.dtype)
             with lm.windows(mask, batch.position_ids):
                 lm.model.model(
@@ -95,7 +129,6 @@ def diffmean(lm: LM, encoded: list[EncodedPair]) -> torch.Tensor:
     finally:
         for handle in handles:
             handle.remove()
-    return total / len(encoded)
 
 
 def _span_mean(acts: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
