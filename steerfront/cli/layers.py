@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from steerfront.cli.args import add_concept, add_dtype, add_model, floats, ints
+from steerfront.cli.args import add_concept, add_dtype, add_model, add_output, floats, ints
+from steerfront.cli.checks import check_out, model_config
 from steerfront.defaults import PRIORS, SEARCH
 from steerfront.errors import SteerfrontError
 
@@ -74,28 +75,12 @@ def add(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace an output folder that holds anything (default: refuse it)",
     )
-    layers.add_argument(
-        "--json", action="store_true", help="print the results as one JSON document"
-    )
-    layers.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_output(layers, "the results as one JSON document")
     layers.set_defaults(run=run, parser=layers)
-
-
-def check_out(out: Path, force: bool) -> None:
-    """Refuse an output folder that holds anything, unless `force`; a file in the way always.
-    (The same rule as the CLI work's `cli/checks.check_out`, which replaces this once merged.)"""
-    if out.exists() and not out.is_dir():
-        raise SteerfrontError(f"--out {out}: exists and is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise SteerfrontError(
-            f"--out {out}: exists and is not empty; pass --force to replace it, or choose "
-            "another --out"
-        )
 
 
 def run(args: argparse.Namespace) -> None:
     from steerfront.data import encode_pairs, load_concept
-    from steerfront.lm import load_config
     from steerfront.scoring.priors import check_layers, window_layers
 
     if args.top < 1:
@@ -111,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
             f"concept {pairs.name!r}: {len(pairs)} pairs leave no train or test pairs"
         )
     # What the flags and the model's configuration tell is checked before the model loads.
-    n_layers = load_config(args.model).num_hidden_layers
+    n_layers = model_config(args.model).num_hidden_layers
     window = tuple(args.window)
     try:
         window_layers(n_layers, window)
