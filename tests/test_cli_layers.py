@@ -86,7 +86,7 @@ def test_layers_json_without_gain(capsys, tmp_path, tiny_model_dir):
     ("flags", "message"),
     [
         (["--layers", "1,9"], "--layers: layer 9 is out of range (layers 0..3)"),
-        (["--layers", ","], "--layers: no layers given"),
+        (["--layers", ","], "an item is empty"),
         (["--layers", "one"], "--layers: expected comma-separated integers"),
         (["--concept", "nosuch"], "concept 'nosuch': not a built-in set"),
         (["--window", "0.9,0.2"], "--window"),
