@@ -44,3 +44,17 @@ def test_cells_and_a_point_in_one_line():
     assert describe(record) == (
         "vector diffmean layer 1 m 4, pref_odds 3.000 util_odds -2.500 (test - / -)"
     )
+
+
+def test_the_judged_pick_is_printed_with_its_verdict(capsys):
+    judged = summary(0.9)
+    gain = {"mean": 3.54, "lo": 2.87, "hi": 4.21, "pairs": 30}
+    judged["examples"] = {"picked": judged["judged"][1], "rule": "judged", "rows": []}
+    judged["verdict"] = {"beats_baseline": True, "gain": gain, "util_gain": None, "utility": None}
+    print_judged(judged)
+    out = capsys.readouterr().out
+    assert "picked (best --rule judged): point 1, vector diffmean layer 1 m 4\n" in out
+    assert (
+        "verdict: beats the unsteered model on test preference: gain +3.54 [2.87, 4.21] over "
+        "30 pairs\n"
+    ) in out

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import sys
 
+from steerfront.search.best import verdict
+
 
 def describe(record: dict) -> str:
     parts = [
@@ -99,6 +101,8 @@ def print_judged(summary: dict) -> None:
         }[shown["rule"]]
         print(f"\npicked ({why}): point {p['point']}, {p['form']} {p['objective']} "
               f"layer {p['layer']} m {p['m']:.3g}")  # fmt: skip
+        if summary.get("verdict"):
+            print(verdict(summary["verdict"]))
         for pair in shown["rows"]:
             print(f"\nprompt: {pair['prompt']}")
             side_by_side(pair["unsteered"], pair["picked"], names)

@@ -16,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+from steerfront.defaults import SEARCH
 from steerfront.files import write_atomic
-from steerfront.search.best import read_front
+from steerfront.search.best import assess, read_front
 from steerfront.search.judge_points import (
     POINT_FIELDS,
     concept_text,
@@ -149,6 +150,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
     store.push(*(f"{FOLDER}/{name}" for name in FILES), f"{FOLDER}/answers.sqlite")
     tracked = (settings.tracking, settings.name, state["parent_run_id"])
     log_judged(*tracked, judged, rows, list(names), agreement, out, FOLDER, FILES)
+    shown = examples(rows, judged, names, searched_pick(folder, settings))
     return {
         "judge": judge.name,
         "judged": [point_summary(r, names) for r in judged],
@@ -159,9 +161,19 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "unparsed_example": next(
             (unparsed_answer(r, names) for r in rows if unparsed_answer(r, names)), None
         ),
-        "examples": examples(rows, judged, names, searched_pick(folder, settings)),
+        "examples": shown,
+        "verdict": _verdict(shown, judged, state["setup"], settings),
         "judge_folder": str(out),
     }
+
+
+def _verdict(shown: dict, judged: list[dict], setup: dict, settings: SearchSettings) -> dict | None:
+    """The picked point's verdict against the unsteered model, as `best` gives it (the same
+    paired test and the search's own utility budget); None when nothing was picked."""
+    if shown["picked"] is None:
+        return None
+    record = next(r for r in judged if r["point"] == shown["picked"]["point"])
+    return assess(record, setup, settings.extra.get("max_util_drop", SEARCH["max_util_drop"]))
 
 
 def judge_warnings(probe_accuracy: float | None) -> list[str]:

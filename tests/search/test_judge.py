@@ -180,6 +180,21 @@ def test_best_rule_judged_picks_by_concept_within_fluency(judged):
     assert status == 2 and "raise --max-fluency-drop" in err and err.count("\n") == 1
 
 
+def test_judge_gives_the_verdict_best_gives_for_its_pick(judged):
+    tmp_path, summary, _ = judged
+    shown = summary["examples"]
+    assert shown["picked"] is not None, shown.get("why")
+    rule = shown["rule"] if shown["rule"] == "judged" else "max-pref"
+    status, out, err = run("best", "j1", "--storage", str(tmp_path / "runs"), "--rule", rule,
+                           "--out", str(tmp_path / f"verdict-{rule}"), "--json")  # fmt: skip
+    assert status in (0, 1), err
+    best = json.loads(out)
+    assert best["best"]["m"] == shown["picked"]["m"]
+    for key in ("beats_baseline", "gain", "util_gain", "utility"):
+        assert summary["verdict"][key] == best[key], key
+    assert status == (0 if best["beats_baseline"] else 1)
+
+
 def test_chosen_points_by_trial_id_and_file(judged):
     tmp_path, summary, _ = judged
     runs = str(tmp_path / "runs")
