@@ -10,7 +10,7 @@ import pytest
 from steerfront.data import load_concept
 from steerfront.lm import load_model
 from steerfront.methods.generate import generate_rows
-from steerfront.scoring.judge.local import LocalJudge
+from steerfront.scoring.judge.local import LocalJudge, probe_examples
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,12 @@ def shuffled(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scored():
-    lm = load_model()
+def lm():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def scored(lm):
     judge = LocalJudge(lm, load_concept("sentiment").split().train)
     unsteered = generate_rows(lm, PROMPTS, None, [0.0] * len(PROMPTS), 64)
     other = PROMPTS[1:] + PROMPTS[:1]
@@ -110,4 +114,18 @@ def test_an_answer_to_another_prompt_follows_its_instruction_less(scored):
 
 def test_the_probe_tells_a_positive_review_from_a_negative_one(scored):
     positive, negative = scored["concept"]
+    assert positive["concept"] > 0.5 > negative["concept"]
+
+
+def test_the_probe_fitted_on_generations_tells_held_out_generations_apart(lm):
+    """The unsteered model's own answers asked for positive and negative sentiment: the probe
+    fitted on three quarters of the prompts' answers reads the other quarter's."""
+    train = load_concept("sentiment").split().train
+    examples = probe_examples(lm, train, "sentiment")
+    assert {e["polarity"] for e in examples} == {"+", "-"} and len(examples) == 48
+    judge = LocalJudge(lm, train, 0, examples)
+    print("probe on generations:", judge.probe_accuracy, "over", judge.probe_held_out)
+    assert judge.probe_on == "generations" and judge.probe_held_out >= 10
+    assert judge.probe_accuracy >= 0.8
+    positive, negative = judge.score([(PROMPTS[3], POSITIVE), (PROMPTS[3], NEGATIVE)])
     assert positive["concept"] > 0.5 > negative["concept"]
