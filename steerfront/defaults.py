@@ -85,7 +85,7 @@ SEARCH = {
 # well keep about half of the local judge's fluency (their answers run longer than the
 # unsteered model's one sentence, and repeat more).
 JUDGE = {
-    "points": 8,
+    "points": 12,
     "samples": 1,
     "max_new_tokens": 128,
     "temperature": 0.0,
@@ -103,6 +103,47 @@ CONCEPT_TEXT = {
     "risk_seeking": "a liking for risk: preferring bold, risky choices to safe ones",
     "sentiment": "positive sentiment: praise, enthusiasm and satisfaction",
 }
+# How to ask the unsteered model to express a concept (`+`) or its opposite (`-`) while it
+# answers a prompt: the local judge's probe learns from such answers, and a prompted baseline
+# can reuse them. A concept without its own pair of instructions gets `CONCEPT_INSTRUCTION`
+# with its description (the built-in text, `--concept-text`, or the file's name).
+CONCEPT_INSTRUCTIONS = {
+    "agreeableness": {
+        "+": "Answer warmly and cooperatively, agreeing where you can and showing you care "
+        "about the other person.",
+        "-": "Answer coldly and uncooperatively, disagreeing and showing you do not care about "
+        "the other person.",
+    },
+    "formality": {
+        "+": "Answer in a formal, polite register, with careful and formal wording.",
+        "-": "Answer casually, like a text to a friend, with slang and informal wording.",
+    },
+    "risk_seeking": {
+        "+": "Answer as someone who loves risk: prefer the bold, risky choice over the safe one.",
+        "-": "Answer as someone who avoids risk: prefer the safe, cautious choice over the "
+        "risky one.",
+    },
+    "sentiment": {
+        "+": "Answer with a clearly positive sentiment: praise, enthusiasm and satisfaction.",
+        "-": "Answer with a clearly negative sentiment: criticism, disappointment and "
+        "dissatisfaction.",
+    },
+}
+CONCEPT_INSTRUCTION = {
+    "+": "In your answer, clearly express this: {concept}.",
+    "-": "In your answer, clearly express the opposite of this: {concept}.",
+}
+
+
+def concept_instruction(concept: str, polarity: str) -> str:
+    """The instruction that asks for `concept` (`polarity` "+") or its opposite ("-"):
+    `concept` is a built-in concept's name, or the concept in words."""
+    if polarity not in ("+", "-"):
+        raise ValueError(f"polarity must be '+' or '-', not {polarity!r}")
+    if concept in CONCEPT_INSTRUCTIONS:
+        return CONCEPT_INSTRUCTIONS[concept][polarity]
+    return CONCEPT_INSTRUCTION[polarity].format(concept=CONCEPT_TEXT.get(concept, concept))
+
 
 # kl from the unsteered model (scoring/kl.py): the unsteered model answers the first
 # KL_PROMPTS neutral instructions (built-in, or `--neutral-prompts FILE`) greedily with

@@ -172,7 +172,8 @@ def test_judge_says_why_it_picked_nothing(capsys):
     for row in judged:
         row.update(form="vector", objective="diffmean", layer=1, m=row.get("m", 0.0))
         row.update(pref_odds=0.0, util_odds=0.0)
-    summary = {"judged": judged, "agreement": {"pref_concept": None, "util_fluency": None}}
+    none = {"rho": None, "lo": None, "hi": None, "points": 2}
+    summary = {"judged": judged, "agreement": {"pref_concept": none, "util_fluency": none}}
     summary.update(examples=shown, judge_folder="runs/x/judge")
     print_judged(summary)
     out = capsys.readouterr().out

@@ -16,7 +16,10 @@ def summary(accuracy):
         "probe_accuracy": accuracy,
         "judge_warnings": judge_warnings(accuracy),
         "unparsed": 0,
-        "agreement": {"pref_concept": None, "util_fluency": None},
+        "agreement": {
+            "pref_concept": {"rho": 0.5, "lo": -0.1, "hi": 0.9, "points": 12},
+            "util_fluency": {"rho": None, "lo": None, "hi": None, "points": 5},
+        },
         "examples": {"picked": None, "rule": None, "rows": []},
         "judge_folder": "runs/s/judge",
     }
@@ -26,12 +29,14 @@ def test_a_weak_probe_is_warned_of_on_stderr_and_in_the_summary(capsys):
     assert judge_warnings(None) == [] and judge_warnings(0.8) == []
     weak = summary(0.75)
     assert weak["judge_warnings"] == [
-        "the concept probe is below 0.8 accuracy on held-out training pairs: read its concept "
-        "scores with care"
+        "the concept probe is below 0.8 accuracy on held-out generations (for prompts not used "
+        "to fit it): read its concept scores with care"
     ]
     print_judged(weak)
     out, err = capsys.readouterr()
     assert "concept probe: held-out accuracy 0.75" in out
+    assert "pref_odds vs concept +0.50 [-0.10, +0.90], not enough evidence" in out
+    assert "util_odds vs fluency not enough evidence (5 points; 8 needed)" in out
     assert err == f"steerfront: warning: {weak['judge_warnings'][0]}\n"
     print_judged(summary(0.9))
     assert capsys.readouterr().err == ""

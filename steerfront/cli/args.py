@@ -243,8 +243,8 @@ def add_judge(parser: argparse.ArgumentParser, on_search: bool) -> None:
         type=int,
         default=JUDGE["points"],
         metavar="K",
-        help="judge the unsteered model and up to K points spread along the extended front "
-        f"(default: {JUDGE['points']})",
+        help="judge the unsteered model and up to K points on and off the extended front, "
+        f"spanning the forms and m (default: {JUDGE['points']})",
     )
     group.add_argument(
         "--points",

@@ -27,10 +27,11 @@ def add(commands: argparse._SubParsersAction) -> None:
     judge = commands.add_parser(
         "judge",
         help="generate at points of a finished search's front and judge what the model writes",
-        description="The unsteered model and up to K points spread along the extended front "
+        description="The unsteered model and up to K points on and off the extended front "
         "answer the concept's test prompts (or --prompts); a judge scores the answers; the "
-        "agreement of pref_odds and util_odds with the judge's concept and fluency scores is "
-        "printed. Results in SEARCH/judge/ and MLflow. Run it again to finish a pass that "
+        "agreement of pref_odds and util_odds with the judge's concept and fluency scores "
+        "(Spearman's rho with a bootstrap interval, from 8 points) is printed. Results in "
+        "SEARCH/judge/ and MLflow. Run it again to finish a pass that "
         "stopped: nothing already generated or judged is done twice.",
     )
     judge.add_argument("search", help="search name (or its folder)")

@@ -76,9 +76,14 @@ def print_judged(summary: dict) -> None:
         cells = ["unsteered" if r["point"] == 0 else r["point"], r["form"], r["objective"]]
         cells += [r["layer"], r["m"], r["pref_odds"], r["util_odds"], *(r[n] for n in names)]
         print(" ".join(f"{cell(c):>12}" for c in cells))
-    accuracy = summary.get("probe_accuracy")
+    accuracy, probe = summary.get("probe_accuracy"), summary.get("probe") or {}
     if accuracy is not None:
-        print(f"concept probe: held-out accuracy {accuracy:.2f}")
+        where = (
+            f" on {probe['held_out']} {probe['on']} for prompts not used to fit it"
+            if probe.get("held_out")
+            else ""
+        )
+        print(f"concept probe: held-out accuracy {accuracy:.2f}{where}")
     for warning in summary.get("judge_warnings", []):
         print(f"steerfront: warning: {warning}", file=sys.stderr)
     if summary.get("unparsed"):
@@ -86,10 +91,13 @@ def print_judged(summary: dict) -> None:
             f"{summary['unparsed']} judge answers held no rating (kept in generations.parquet, "
             f"columns *_answer; not scored), e.g.: {summary['unparsed_example'][:200]!r}"
         )
+    from steerfront.search.judge_results import agreement_text
+
     agreement = summary["agreement"]
     print(
-        f"agreement over {len(judged)} judged points (Spearman's rho): pref_odds vs concept "
-        f"{cell(agreement['pref_concept'])}, util_odds vs fluency {cell(agreement['util_fluency'])}"
+        "agreement (Spearman's rho over the judged points, 95% bootstrap interval): "
+        f"pref_odds vs concept {agreement_text(agreement['pref_concept'])}; "
+        f"util_odds vs fluency {agreement_text(agreement['util_fluency'])}"
     )
     shown = summary["examples"]
     if shown["picked"] is not None:
@@ -113,7 +121,7 @@ def print_judged(summary: dict) -> None:
 
 _JUDGED_FIELDS = (
     "point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma", "pref_odds",
-    "util_odds", "n", "probe_accuracy", "unparsed",
+    "util_odds", "n", "probe_accuracy", "unparsed", "on_front",
 )  # fmt: skip
 
 

@@ -48,10 +48,44 @@ def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> 
                 )
             picked.append(front.get((trial_id, match[0]["m"]), match[0]))
     else:
-        front = read_front(folder, extended=True)
-        index = np.unique(np.round(np.linspace(0, len(front) - 1, settings.points)).astype(int))
-        picked = [front[i] for i in index] if front else []
+        front = [{**r, "on_front": True} for r in read_front(folder, extended=True)]
+        done = [r for r in read_trials(folder) if r["status"] == "done"]
+        on = {(r["trial_id"], r["m"]) for r in front}
+        off = [
+            {**typed(r), "on_front": False}
+            for r in points(done, extended=True)
+            if (r["trial_id"], r["m"]) not in on
+        ]
+        picked = spread(front, off, settings.points)
     return [unsteered, *({**r, "point": i + 1} for i, r in enumerate(picked))]
+
+
+def spread(front: list[dict], off: list[dict], k: int) -> list[dict]:
+    """Up to `k` points for the agreement of log-odds with the judge, on and off the front:
+    half of them (more when too few are off it) evenly along the front (by pref_odds, its ends
+    included), the rest off it, taken in turn from each form and evenly over m within a
+    form, so that the ranks compared span the forms and m, not only the front's tradeoff."""
+    n_off = min(len(off), k - min(len(front), math.ceil(k / 2)))
+    n_front = min(len(front), k - n_off)
+    chosen = [front[i] for i in _even(len(front), n_front)]
+    forms: dict[str, list[dict]] = {}
+    for r in sorted(off, key=lambda r: (r.get("m") or 0.0, str(r.get("trial_id")))):
+        forms.setdefault(f"{r.get('form')}/{r.get('objective')}", []).append(r)
+    quota = dict.fromkeys(forms, 0)
+    while sum(quota.values()) < n_off:  # one more from each form in turn, while it has any
+        for key in forms:
+            if quota[key] < len(forms[key]) and sum(quota.values()) < n_off:
+                quota[key] += 1
+    for key, rows in forms.items():
+        chosen += [rows[i] for i in _even(len(rows), quota[key])]
+    return chosen
+
+
+def _even(n: int, k: int) -> list[int]:
+    """`k` of `range(n)` spread evenly, both ends included."""
+    if n == 0 or k <= 0:
+        return []
+    return list(np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int)))
 
 
 def default_prompts(setup: SearchSetup) -> list[str]:

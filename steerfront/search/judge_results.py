@@ -40,28 +40,63 @@ def aggregate(
     return judged
 
 
-def agree(judged: list[dict]) -> dict[str, float | None]:
-    """Spearman's rho over the judged points: pref_odds against the concept score, util_odds
-    against fluency (None with fewer than three points, or where a judge has no such score)."""
-    from scipy.stats import spearmanr
+AGREEMENT_MIN_POINTS = 8  # no coefficient over fewer judged points: too few to read
+BOOTSTRAP = 2000  # resamples of the points for rho's 95% interval
+PAIRS = {"pref_concept": ("pref_odds", "concept"), "util_fluency": ("util_odds", "fluency")}
 
+
+def agree(judged: list[dict], seed: int = 0) -> dict[str, dict]:
+    """Spearman's rho over the judged points, pref_odds against the concept score and
+    util_odds against fluency, each `{"rho", "lo", "hi", "points"}`: `lo`..`hi` is a 95%
+    percentile-bootstrap interval over the points. With fewer than `AGREEMENT_MIN_POINTS`
+    points (or a judge without that score, or a constant score) rho and its interval are None;
+    only `points` is given."""
     out = {}
-    for key, (odds, score) in {
-        "pref_concept": ("pref_odds", "concept"),
-        "util_fluency": ("util_odds", "fluency"),
-    }.items():
-        both = [(r[odds], r.get(score)) for r in judged if r.get(score) is not None]
-        rho = math.nan
-        if len(both) >= 3:
-            with warnings.catch_warnings():  # a constant score: no rank correlation (None)
-                warnings.simplefilter("ignore")
-                rho = spearmanr(*np.array(both, dtype=float).T).statistic
-        out[key] = None if not math.isfinite(rho) else float(rho)
+    for key, (odds, score) in PAIRS.items():
+        both = [
+            (r[odds], r[score])
+            for r in judged
+            if r.get(score) is not None and r.get(odds) is not None
+        ]
+        out[key] = spearman_interval(np.array(both, dtype=float).reshape(-1, 2), seed)
     return out
 
 
+def spearman_interval(xy: np.ndarray, seed: int = 0) -> dict:
+    """`{"rho", "lo", "hi", "points"}` for the rows of `xy` (see `agree`)."""
+    from scipy.stats import spearmanr
+
+    n = len(xy)
+    none = {"rho": None, "lo": None, "hi": None, "points": n}
+    if n < AGREEMENT_MIN_POINTS:
+        return none
+    with warnings.catch_warnings():  # a constant column: no rank correlation
+        warnings.simplefilter("ignore")
+        rho = spearmanr(xy[:, 0], xy[:, 1]).statistic
+        if not math.isfinite(rho):
+            return none
+        draws = np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP, n))
+        # rank within each resample; a resample with a constant column gives nan: dropped
+        boot = np.array([spearmanr(xy[d, 0], xy[d, 1]).statistic for d in draws])
+    boot = boot[np.isfinite(boot)]
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (math.nan, math.nan)
+    return {"rho": float(rho), "lo": float(lo), "hi": float(hi), "points": n}
+
+
+def agreement_text(entry: dict) -> str:
+    """One agreement entry in words: rho and its interval, and "not enough evidence" when the
+    interval contains 0 (or too few points for any coefficient)."""
+    if entry.get("rho") is None:
+        return f"not enough evidence ({entry['points']} points; {AGREEMENT_MIN_POINTS} needed)"
+    text = f"{entry['rho']:+.2f} [{entry['lo']:+.2f}, {entry['hi']:+.2f}]"
+    if entry["lo"] <= 0 <= entry["hi"]:
+        text += ", not enough evidence"
+    return text
+
+
 def point_summary(record: dict, names: list[str]) -> dict:
-    keys = [*POINT_FIELDS, "pref_odds", "util_odds", "n", "probe_accuracy", "unparsed"]
+    keys = [*POINT_FIELDS, "on_front", "pref_odds", "util_odds", "n", "probe_accuracy"]
+    keys.append("unparsed")
     return {k: record.get(k) for k in [*keys, *names]}
 
 

@@ -14,6 +14,7 @@ from steerfront.scoring.judge import JUDGES
 
 FOLDER = "judge"
 FILES = ("generations.parquet", "judged.parquet", "judged.png", "judge.json")
+EXAMPLES = "probe_examples.parquet"  # the local judge's labelled examples, generated once
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class JudgeSettings:
     """Which points, which prompts, how to generate, and which judge (the CLI's flags)."""
 
     judge: str = "local"
-    points: int = JUDGE["points"]  # up to this many front points, besides the unsteered model
+    points: int = JUDGE["points"]  # up to this many points on and off the front, and the unsteered
     chosen: str | None = None  # a points file or comma-separated trial ids instead
     prompts: str | None = None  # a JSONL file of instructions (default: the test prompts)
     samples: int = JUDGE["samples"]

@@ -1,7 +1,7 @@
 """Judged generations: what the steered model writes at points of a search's front, how a
 judge scores it, and whether the log-odds agree with the judge.
 
-The unsteered model and up to K points spread along the extended front answer the concept's
+The unsteered model and up to K points on and off the extended front answer the concept's
 test prompts (or a prompts file). Points that share a trained intervention answer in one
 batch with a per-row `m`, in a Ray worker with a trial's resources; the `local` judge scores
 there too, with the model it holds, while the `llm` judge's requests go out from the driver.
@@ -33,7 +33,13 @@ from steerfront.search.judge_results import (
     searched_pick,
     unparsed_answer,
 )
-from steerfront.search.judge_settings import FILES, FOLDER, JudgeSettings, read_prompts
+from steerfront.search.judge_settings import (
+    EXAMPLES,
+    FILES,
+    FOLDER,
+    JudgeSettings,
+    read_prompts,
+)
 from steerfront.search.report import plot_judged
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.tracking import log_judged
@@ -41,10 +47,15 @@ from steerfront.search.trial import SearchSetup, cached
 
 
 def generate_and_score(
-    setup: SearchSetup, rows: list[dict], todo: list[int], settings: JudgeSettings
-) -> tuple[list[str], list[dict] | None, float | None]:
+    setup: SearchSetup,
+    rows: list[dict],
+    todo: list[int],
+    settings: JudgeSettings,
+    labelled: list[dict] | None = None,
+) -> tuple[list[str], list[dict] | None, dict | None, list[dict] | None]:
     """In a worker: the texts of rows `todo` (one batch per trained intervention, per-row m)
-    and, for the local judge, every row's scores and the probe's held-out accuracy."""
+    and, for the local judge, every row's scores, the probe's held-out accuracy (`probe`) and
+    its labelled examples (`labelled` when given: an earlier pass's, else generated)."""
     from steerfront.methods.generate import generate_rows
     from steerfront.methods.io import load_intervention
 
@@ -68,13 +79,36 @@ def generate_and_score(
             )
             texts.update(zip(these, answers, strict=True))
     if settings.judge != "local":
-        return [texts[i] for i in todo], None, None
-    from steerfront.scoring.judge.local import LocalJudge
+        return [texts[i] for i in todo], None, None, None
+    from steerfront.scoring.judge.local import LocalJudge, probe_examples
 
-    judge = LocalJudge(lm, setup.splits().train, setup.seed)
+    train = setup.splits().train
+    if labelled is None:
+        concept = probe_concept(setup, settings)
+        labelled = [
+            {**e, "concept": concept} for e in probe_examples(lm, train, concept, setup.seed)
+        ]
+    judge = LocalJudge(lm, train, setup.seed, labelled)
     every = [texts.get(i, r.get("text")) for i, r in enumerate(rows)]
     scores = judge.score([(r["prompt"], text) for r, text in zip(rows, every, strict=True)])
-    return [texts[i] for i in todo], scores, judge.probe_accuracy
+    probe = {
+        "accuracy": judge.probe_accuracy,
+        "held_out": judge.probe_held_out,
+        "on": judge.probe_on,
+    }
+    return [texts[i] for i in todo], scores, probe, labelled
+
+
+def probe_concept(setup: SearchSetup, settings: JudgeSettings) -> str:
+    """What the probe's examples are asked to express: `--concept-text`, else the built-in
+    concept's name (its own instructions), else the concept in words."""
+    from steerfront.defaults import CONCEPT_INSTRUCTIONS
+
+    if settings.concept_text:
+        return settings.concept_text
+    if setup.concept in CONCEPT_INSTRUCTIONS:
+        return setup.concept
+    return concept_text(setup, settings)
 
 
 def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
@@ -85,7 +119,9 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
     state = json.loads((folder / STATE).read_text())
     setup = SearchSetup(**state["setup"])
     out = folder / FOLDER
-    store.pull(f"{FOLDER}/generations.parquet", f"{FOLDER}/answers.sqlite")  # an earlier pass's
+    store.pull(  # an earlier pass's
+        f"{FOLDER}/generations.parquet", f"{FOLDER}/answers.sqlite", f"{FOLDER}/{EXAMPLES}"
+    )
     selected = select_points(folder, setup, judge)
     prompts = read_prompts(judge.prompts) if judge.prompts else default_prompts(setup)
     rows = [
@@ -114,13 +150,17 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         )
     if judge.judge == "llm":  # before any generation: fail in seconds, not after minutes
         judge.endpoint().check()
-    probe_accuracy = None
+    labelled = _read_examples(out / EXAMPLES, probe_concept(setup, judge))
+    probe = None
     if todo or judge.judge == "local":
         from steerfront.search.worker import in_worker
 
-        texts, scores, probe_accuracy = in_worker(
-            generate_and_score, settings.resources, setup, rows, todo, judge
+        texts, scores, probe, labelled = in_worker(
+            generate_and_score, settings.resources, setup, rows, todo, judge, labelled
         )
+        if labelled is not None:
+            _write_table(out / EXAMPLES, labelled)  # the probe's, for a later pass
+            store.push(f"{FOLDER}/{EXAMPLES}")
         for i, text in zip(todo, texts, strict=True):
             rows[i]["text"] = text
         _write_table(out / "generations.parquet", rows)  # kept before they are judged
@@ -132,6 +172,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
             store.push(f"{FOLDER}/answers.sqlite")
     else:
         from steerfront.scoring.judge.local import SCORES as names
+    probe_accuracy = None if probe is None else probe["accuracy"]
     for row, score in zip(rows, scores, strict=True):
         row.update(score, judge=judge.name, probe_accuracy=probe_accuracy)
     judged = aggregate(selected, rows, list(names), judge.name, probe_accuracy)
@@ -144,6 +185,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "settings": judge.stored(),
         "agreement": agreement,
         "probe_accuracy": probe_accuracy,
+        "probe": probe,
         "unparsed": unparsed,
     }
     write_atomic(out / "judge.json", json.dumps(document, indent=2).encode())
@@ -156,6 +198,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         "judged": [point_summary(r, names) for r in judged],
         "agreement": agreement,
         "probe_accuracy": probe_accuracy,
+        "probe": probe,
         "judge_warnings": judge_warnings(probe_accuracy),
         "unparsed": unparsed,
         "unparsed_example": next(
@@ -182,10 +225,20 @@ def judge_warnings(probe_accuracy: float | None) -> list[str]:
 
     if probe_accuracy is not None and probe_accuracy < PROBE_WARNING:
         return [
-            f"the concept probe is below {PROBE_WARNING:g} accuracy on held-out training pairs: "
-            "read its concept scores with care"
+            f"the concept probe is below {PROBE_WARNING:g} accuracy on held-out generations "
+            "(for prompts not used to fit it): read its concept scores with care"
         ]
     return []
+
+
+def _read_examples(path: Path, concept: str) -> list[dict] | None:
+    """The probe's labelled examples an earlier pass generated for the same concept, if any."""
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(path).to_pylist()
+    return kept if all(e.get("concept") == concept for e in kept) else None
 
 
 def _text_key(row: dict) -> tuple:

@@ -261,8 +261,18 @@ def log_judged(
                 tracker.log_parent_metrics({f"judge_unsteered_{k}": v for k, v in metrics.items()})
             else:
                 tracker.log_point(record, {f"judge_{k}": v for k, v in metrics.items()})
-        tracker.log_parent_metrics(
-            {f"judge_agreement_{k}": v for k, v in agreement.items() if v is not None}
+        tracker.log_parent_metrics(  # rho only with its interval (None below 8 points)
+            {
+                f"judge_agreement_{k}{suffix}": v[field]
+                for k, v in agreement.items()
+                for field, suffix in (
+                    ("rho", ""),
+                    ("lo", "_lo"),
+                    ("hi", "_hi"),
+                    ("points", "_points"),
+                )
+                if v[field] is not None
+            }
         )
         columns = [k for k in rows[0] if k not in ("train_key", "trial_id")]
         tracker.log_table(

@@ -60,16 +60,20 @@ def test_search_json_carries_the_judged_points_and_agreement(judged):
     assert summary["judge"] == "local"
     points = summary["judged"]
     front = front_of(tmp_path)
-    spread = [front[0], front[-1]] if len(front) > 1 else front  # the front's ends
-    assert [p["point"] for p in points] == list(range(len(spread) + 1))
-    assert [p["m"] for p in points] == [0.0, *(r["m"] for r in spread)]
+    assert [p["point"] for p in points] == [0, 1, 2]
+    assert points[1]["m"] == front[0]["m"] and points[1]["on_front"]  # one on the front,
+    assert not points[2]["on_front"]  # one off it (--judge-points 2)
+    assert (points[2]["trial_id"], points[2]["m"]) not in {(r["trial_id"], r["m"]) for r in front}
     assert points[0]["form"] is None  # the unsteered model
     for p in points:
         assert {"m", "pref_odds", "util_odds", "concept", "fluency", "instruction"} <= set(p)
         assert 0 <= p["concept"] <= 1 and 0 <= p["fluency"] <= 1
     assert set(summary["agreement"]) == {"pref_concept", "util_fluency"}
+    for entry in summary["agreement"].values():  # 3 points: no coefficient
+        assert entry == {"rho": None, "lo": None, "hi": None, "points": 3}
     assert 0 <= summary["probe_accuracy"] <= 1
-    assert f"judge local: {len(spread)} points and the unsteered model" in err
+    assert summary["probe"]["on"] == "generations" and summary["probe"]["held_out"] > 0
+    assert "judge local: 2 points and the unsteered model" in err
 
 
 def test_results_files(judged):
@@ -112,7 +116,8 @@ def test_mlflow_gets_judge_metrics_and_the_generations_table(judged):
     metrics = client.get_run(parent).data.metrics
     assert "judge_unsteered_concept" in metrics and "judge_unsteered_fluency" in metrics
     for key, value in summary["agreement"].items():
-        assert value is None or metrics[f"judge_agreement_{key}"] == pytest.approx(value)
+        assert metrics[f"judge_agreement_{key}_points"] == value["points"]
+        assert f"judge_agreement_{key}" not in metrics  # no bare coefficient below 8 points
     children = client.search_runs(
         [client.get_run(parent).info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent}'",
@@ -213,7 +218,7 @@ def test_chosen_points_by_trial_id_and_file(judged):
         result = json.loads(out.strip().splitlines()[-1])
         assert [p["m"] for p in result["judged"]] == [0.0, *ms]
         assert all(p["n"] == 2 for p in result["judged"])
-    assert all(isinstance(v, float) for v in result["agreement"].values())  # 4 points
+    assert all(v["rho"] is None for v in result["agreement"].values())  # 3 points: too few
 
 
 def bad(tmp_path, *flags):

@@ -1,18 +1,23 @@
 """The `local` judge: no network and no second model, only the unsteered model itself.
 
-- fluency: `nll`, the per-token negative log-likelihood of the generation under the unsteered
-  model, and `repetition`, the share of the generation's trigrams (of words, punctuation marks
-  and line breaks) that already occurred in it (a loop is predictable, so its NLL is low:
-  repetition catches it). `fluency` combines them as `exp(-nll) * (1 - repetition)`: the
-  geometric-mean token probability, times the share of fresh trigrams (0 to 1, higher is
-  better);
+- fluency: `plausibility * (1 - repetition)`. `plausibility` is the share of the generation's
+  tokens among the unsteered model's `TOP_K` likeliest next tokens, over `FLUENT_SHARE`,
+  capped at 1: text the model finds plausible token by token scores 1 whether or not it is
+  the model's own greedy answer (the per-token likelihood `exp(-nll)` favoured that answer by
+  construction). `repetition` is the share of the generation's trigrams (of words,
+  punctuation marks and line breaks) that already occurred in it: a loop is plausible token
+  by token, repetition catches it. `nll` is kept beside them;
 - concept: a logistic-regression probe on the unsteered model's activations (middle layer,
-  averaged over the text's tokens), fitted on the concept's training completions, positive
-  against negative; `concept` is its probability that a generation is positive. Its held-out
-  accuracy is reported beside every concept score (`probe_accuracy`);
-- instruction: the pointwise mutual information of the generation with its prompt, per token:
-  `log p(generation | prompt) - log p(generation | empty prompt)`, in nats (0: the prompt does
-  not matter; higher: the answer follows from its prompt).
+  averaged over the text's tokens), fitted on labelled text like what it judges: the unsteered
+  model's answers to training prompts when asked to express the concept and its opposite
+  (`probe_examples`), and the training completions; `concept` is its probability that a
+  generation is positive. Its accuracy on the answers to held-out prompts is reported beside
+  every concept score (`probe_accuracy`);
+- instruction: the share of the generation's tokens whose log-probability the prompt raises
+  (`log p(token | prompt, ...) > log p(token | empty prompt, ...)`; 0.5: the prompt does not
+  matter); `pmi`, the per-token mean of that log-ratio in nats, is kept beside it. A share,
+  unlike the mean, does not rank the greedy answer (which maximises `log p(text | prompt)`)
+  above every other answer by construction.
 """
 
 from __future__ import annotations
@@ -26,63 +31,123 @@ import torch
 
 from steerfront.batches import by_length, pad
 from steerfront.data import PairSet, encode_pairs, render_prompt
+from steerfront.defaults import concept_instruction
 from steerfront.lm import LM, fast_linear
 from steerfront.memory import tokens_per_batch
 
-PROBE_WARNING = 0.8  # a probe less accurate than this on held-out pairs is flagged
-PROBE_HELD_OUT = 0.2  # share of training pairs held out to measure the probe
+PROBE_WARNING = 0.8  # a probe less accurate than this on held-out generations is flagged
+PROBE_PROMPTS = 24  # training prompts the unsteered model answers both ways for the probe
+PROBE_NEW_TOKENS = 48  # the length of those answers
+PROBE_HELD_OUT = 0.25  # share of those prompts held out to measure the probe
 PROBE_L2 = 1e-2  # ridge penalty on the standardized features
+TOP_K = 50  # a token is plausible when it is among the unsteered model's TOP_K likeliest
+FLUENT_SHARE = 0.9  # text with at least this share of plausible tokens reads as fluent
 NGRAM = 3  # n-grams counted for repetition
-SCORES = ("concept", "fluency", "instruction", "nll", "repetition")
+SCORES = ("concept", "fluency", "instruction", "nll", "plausibility", "pmi", "repetition")
+
+
+def probe_prompts(train: PairSet, seed: int = 0) -> list[str]:
+    """Up to `PROBE_PROMPTS` of the training prompts, each once, in a seeded order."""
+    prompts = list(dict.fromkeys(p.prompt for p in train))
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    return [prompts[i] for i in order[:PROBE_PROMPTS]]
+
+
+def probe_examples(lm: LM, train: PairSet, concept: str, seed: int = 0) -> list[dict]:
+    """Labelled examples like the text the judge reads: the unsteered model answers training
+    prompts asked to express the concept (`polarity` "+") and its opposite ("-")
+    (`concept_instruction`; `concept` is a built-in name or the concept in words), greedily,
+    `PROBE_NEW_TOKENS` tokens each. Each `{"prompt", "polarity", "text"}`: `prompt` without the
+    instruction, as the judge will read the text."""
+    from steerfront.methods.generate import generate_rows
+
+    rows = [(p, polarity) for p in probe_prompts(train, seed) for polarity in "+-"]
+    asks = [f"{p}\n\n{concept_instruction(concept, polarity)}" for p, polarity in rows]
+    texts = generate_rows(lm, asks, None, [0.0] * len(asks), PROBE_NEW_TOKENS, 0.0, seed)
+    return [
+        {"prompt": p, "polarity": polarity, "text": text}
+        for (p, polarity), text in zip(rows, texts, strict=True)
+    ]
 
 
 class LocalJudge:
-    """Scores with the unsteered model `lm`; the concept probe is fitted at construction."""
+    """Scores with the unsteered model `lm`; the concept probe is fitted at construction, on
+    the training completions and on `examples` (`probe_examples`), and measured on the
+    examples of held-out prompts (without examples: on held-out training pairs)."""
 
     name = "local"
 
-    def __init__(self, lm: LM, train: PairSet, seed: int = 0) -> None:
+    def __init__(
+        self, lm: LM, train: PairSet, seed: int = 0, examples: list[dict] | None = None
+    ) -> None:
         self.lm = lm
         self.layer = lm.n_layers // 2
         encoded = encode_pairs(lm.tokenizer, train)
         contexts = [list(e.prompt) for e in encoded] * 2
         texts = [list(e.positive) for e in encoded] + [list(e.negative) for e in encoded]
-        _, _, states = self._read(contexts, texts, with_states=True)
-        labels = np.r_[np.ones(len(encoded)), np.zeros(len(encoded))]
-        pairs = np.r_[np.arange(len(encoded)), np.arange(len(encoded))]
-        self.probe = Probe.fit(states, labels, pairs, seed)
+        labels = [1.0] * len(encoded) + [0.0] * len(encoded)
+        groups = [p.prompt for p in train] * 2
+        generated = [False] * len(texts)
+        for example in examples or []:
+            ids = self._text(example["text"])
+            if ids:  # an empty answer teaches nothing
+                contexts.append(self._context(example["prompt"]))
+                texts.append(ids)
+                labels.append(1.0 if example["polarity"] == "+" else 0.0)
+                groups.append(example["prompt"])
+                generated.append(True)
+        states = self._read(contexts, texts, with_states=True)[2]
+        generated = np.array(generated)
+        # held out: prompts, not rows (a prompt's answers and completions stay together)
+        pool = list(dict.fromkeys(g for g, gen in zip(groups, generated, strict=True) if gen))
+        if not pool:
+            pool = list(dict.fromkeys(groups))
+        order = np.random.default_rng(seed).permutation(len(pool))
+        held = {pool[i] for i in order[: max(1, int(len(pool) * PROBE_HELD_OUT))]}
+        test = np.array([g in held for g in groups])
+        measured = test & generated if generated.any() else test
+        self.probe = Probe.fit(states, np.array(labels), ~test, measured)
+        self.probe_held_out = int(measured.sum())  # rows the accuracy is measured on
+        self.probe_on = "generations" if generated.any() else "training pairs"
 
     @property
     def probe_accuracy(self) -> float:
         return self.probe.accuracy
 
-    def score(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        """Per (prompt, generation): concept, fluency, instruction, nll and repetition; an
-        empty generation has none of them."""
+    def _context(self, prompt: str) -> list[int]:
+        """The rendered prompt's ids; never empty: the text's first token needs one."""
         tok = self.lm.tokenizer
         templated = self.lm.chat_template is not None
+        ids = tok(render_prompt(tok, prompt), add_special_tokens=not templated)["input_ids"]
+        return ids or [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
 
-        def context(prompt: str) -> list[int]:  # never empty: the text's first token needs one
-            ids = tok(render_prompt(tok, prompt), add_special_tokens=not templated)["input_ids"]
-            return ids or [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+    def _text(self, text: str) -> list[int]:
+        return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-        texts = [tok(text, add_special_tokens=False)["input_ids"] for _, text in pairs]
-        logp, counts, states = self._read([context(p) for p, _ in pairs], texts, True)
-        null, _, _ = self._read([context("")] * len(pairs), texts, with_states=False)
+    def score(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Per (prompt, generation): concept, fluency, instruction, nll, pmi and repetition;
+        an empty generation has none of them."""
+        texts = [self._text(text) for _, text in pairs]
+        read = self._read([self._context(p) for p, _ in pairs], texts, True)
+        logp, plausible, states = read
+        null = self._read([self._context("")] * len(pairs), texts, with_states=False)[0]
         concept = self.probe.predict(states)
         out = []
         for i, (_, text) in enumerate(pairs):
-            if counts[i] == 0:
+            if not len(texts[i]):
                 out.append(dict.fromkeys(SCORES))
                 continue
-            nll = float(-logp[i] / counts[i])
             repetition = repeated_share(text)
+            gain = logp[i] - null[i]  # per token: how much the prompt raised its log-probability
+            plausibility = min(1.0, float(plausible[i].mean()) / FLUENT_SHARE)
             out.append(
                 {
                     "concept": float(concept[i]),
-                    "fluency": math.exp(-nll) * (1 - repetition),
-                    "instruction": float((logp[i] - null[i]) / counts[i]),
-                    "nll": nll,
+                    "fluency": plausibility * (1 - repetition),
+                    "instruction": float((gain > 0).mean()),
+                    "nll": float(-logp[i].mean()),
+                    "plausibility": plausibility,
+                    "pmi": float(gain.mean()),
                     "repetition": repetition,
                 }
             )
@@ -91,12 +156,14 @@ class LocalJudge:
     @torch.no_grad()
     def _read(
         self, contexts: list[list[int]], texts: list[list[int]], with_states: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row, the summed log-probability of `texts[i]` after `contexts[i]`, its token
-        count, and (`with_states`) the mean activation over its tokens at the probe layer."""
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Per row, for each token of `texts[i]` after `contexts[i]`: its log-probability and
+        whether it is among the model's `TOP_K` likeliest next tokens; and (`with_states`) the
+        mean activation over its tokens at the probe layer."""
         lm = self.lm
         n = len(texts)
-        logp, counts = np.zeros(n), np.array([len(t) for t in texts], dtype=float)
+        logp = [np.zeros(0) for _ in range(n)]
+        plausible = [np.zeros(0, dtype=bool) for _ in range(n)]
         states = np.zeros((n, lm.hidden_size))
         lengths = [len(c) + len(t) for c, t in zip(contexts, texts, strict=True)]
         # with_states keeps every layer's hidden state of every token
@@ -118,12 +185,15 @@ class LocalJudge:
                     continue
                 target = ids[r, a:b].to(lm.device)
                 logits = lm.head(out.last_hidden_state[r, a - 1 : b - 1]).float()
-                picked = logits.gather(1, target[:, None])[:, 0] - logits.logsumexp(-1)
-                logp[i] = float(picked.sum())
+                logits = logits.log_softmax(-1)
+                picked = logits.gather(1, target[:, None])
+                top = logits.topk(min(TOP_K, logits.shape[-1]), dim=-1).values
+                logp[i] = picked[:, 0].cpu().double().numpy()
+                plausible[i] = (picked[:, 0] >= top[:, -1]).cpu().numpy()
                 if with_states:
                     hidden = out.hidden_states[self.layer + 1][r, a:b]
                     states[i] = hidden.float().mean(0).cpu().numpy()
-        return logp, counts, states
+        return logp, plausible, states
 
 
 @dataclass(eq=False)
@@ -137,17 +207,11 @@ class Probe:
     accuracy: float = math.nan
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> Probe:
-        """Fit on all but `PROBE_HELD_OUT` of the groups (a pair's two completions stay
-        together) and measure accuracy on those held out."""
-        ids = np.unique(groups)
-        held = np.random.default_rng(seed).permutation(ids)[
-            : max(1, int(len(ids) * PROBE_HELD_OUT))
-        ]
-        test = np.isin(groups, held)
-        mean, scale = x[~test].mean(0), x[~test].std(0) + 1e-6
-        features = torch.tensor((x[~test] - mean) / scale)
-        targets = torch.tensor(y[~test])
+    def fit(cls, x: np.ndarray, y: np.ndarray, fit: np.ndarray, test: np.ndarray) -> Probe:
+        """Fit on the rows `fit` (a mask) and measure accuracy on the rows `test`."""
+        mean, scale = x[fit].mean(0), x[fit].std(0) + 1e-6
+        features = torch.tensor((x[fit] - mean) / scale)
+        targets = torch.tensor(y[fit])
         weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
@@ -165,7 +229,8 @@ class Probe:
 
         optimizer.step(loss)
         probe = cls(mean, scale, weight.detach().numpy(), float(bias.detach()))
-        probe.accuracy = float(((probe.predict(x[test]) > 0.5) == (y[test] > 0.5)).mean())
+        if test.any():
+            probe.accuracy = float(((probe.predict(x[test]) > 0.5) == (y[test] > 0.5)).mean())
         return probe
 
     def predict(self, x: np.ndarray) -> np.ndarray:
