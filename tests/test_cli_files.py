@@ -30,7 +30,10 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
+    import steerfront.models  # binds load_model when first imported: patched there too
+
     monkeypatch.setattr(steerfront.lm, "load_model", refuse)
+    monkeypatch.setattr(steerfront.models, "load_model", refuse)
 
 
 def listing(folder):

@@ -152,13 +152,7 @@ def check_files(path: str | Path, config: object | None = None, model: str = "")
 
     sidecar = read_sidecar(path)
     tensors_path, sidecar_path = _pair(path)
-    if not tensors_path.is_file():
-        raise SteerfrontError(f"{tensors_path}: tensor file is missing")
-    if sha256(tensors_path) != sidecar["sha256"]:
-        raise SteerfrontError(
-            f"{tensors_path}: sha256 differs from the one in {sidecar_path.name}; "
-            "the file was modified (tampered or corrupted) after export"
-        )
+    _check_checksum(tensors_path, sidecar_path, sidecar)
     try:
         with safe_open(tensors_path, framework="pt") as handle:
             found = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
@@ -189,6 +183,17 @@ def check_files(path: str | Path, config: object | None = None, model: str = "")
     return sidecar
 
 
+def _check_checksum(tensors_path: Path, sidecar_path: Path, sidecar: dict) -> None:
+    """The tensor file exists and is the one the sidecar was written for."""
+    if not tensors_path.is_file():
+        raise SteerfrontError(f"{tensors_path}: tensor file is missing")
+    if sha256(tensors_path) != sidecar["sha256"]:
+        raise SteerfrontError(
+            f"{tensors_path}: sha256 differs from the one in {sidecar_path.name}; "
+            "the file was modified (tampered or corrupted) after export"
+        )
+
+
 def load_intervention(path: str | Path, lm: LM) -> Intervention:
     """Load an intervention saved by `save_intervention` onto `lm`'s device, at m = 1.
 
@@ -198,13 +203,7 @@ def load_intervention(path: str | Path, lm: LM) -> Intervention:
     _check_given(path)
     tensors_path, sidecar_path = _pair(path)
     sidecar = _read_sidecar(sidecar_path)
-    if not tensors_path.is_file():
-        raise SteerfrontError(f"{tensors_path}: tensor file is missing")
-    if sha256(tensors_path) != sidecar["sha256"]:
-        raise SteerfrontError(
-            f"{tensors_path}: sha256 differs from the one in {sidecar_path.name}; "
-            "the file was modified (tampered or corrupted) after export"
-        )
+    _check_checksum(tensors_path, sidecar_path, sidecar)
     for name, have in (("hidden_size", lm.hidden_size), ("n_layers", lm.n_layers)):
         if sidecar[name] != have:
             raise SteerfrontError(

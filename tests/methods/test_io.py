@@ -163,7 +163,10 @@ def test_sidecar_shapes_disagreeing_with_the_tensors_are_refused(tiny_lm, tmp_pa
 
 
 def test_missing_files_are_refused(tiny_lm, tmp_path):
-    refused(lambda: load_intervention(tmp_path / "nope", tiny_lm), str(tmp_path / "nope.json"))
+    refused(
+        lambda: load_intervention(tmp_path / "nope", tiny_lm),
+        f"{tmp_path / 'nope'}: no such intervention (neither nope.safetensors nor nope.json)",
+    )
     save_intervention(random_intervention(tiny_lm, "vector"), tmp_path / "x", tiny_lm)
     (tmp_path / "x.safetensors").unlink()
     refused(lambda: load_intervention(tmp_path / "x", tiny_lm), str(tmp_path / "x.safetensors"))
