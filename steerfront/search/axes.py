@@ -67,10 +67,12 @@ def reference(
     """The hypervolume's reference point in `coordinates`' terms, known before the first
     trial: the unsteered preference, `util_floor` below the unsteered utility, and for kl
     `max_kl` (or `SEARCH["kl_ceiling"]` without a constraint), negated."""
-    ceiling = max_kl if math.isfinite(max_kl) else SEARCH["kl_ceiling"]
-    values = {
-        "pref_odds": baseline["val_pref_odds"],
-        "util_odds": baseline["val_util_odds"] - util_floor,
-        "kl": -ceiling,
-    }
-    return values[objectives[0]], values[objectives[1]]
+
+    def value(name: str) -> float:
+        if name == "pref_odds":
+            return baseline["val_pref_odds"]
+        if name == "util_odds":
+            return baseline["val_util_odds"] - util_floor
+        return -(max_kl if math.isfinite(max_kl) else SEARCH["kl_ceiling"])
+
+    return value(objectives[0]), value(objectives[1])
