@@ -177,7 +177,11 @@ def steered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
     baseline = next(row["util_odds"] for row in rows if row["m"] == 0.0)
     prompts = neutral_prompts(args.neutral_prompts, KL_PROMPTS)
     answers = unsteered_answers(lm, prompts, KL_NEW_TOKENS)
-    kl = kl_scores(lm, intervention, grid, answers, tokens=KL_TOKENS).metrics(SEARCH["seed"])
+    steered_grid = [m for m in grid if m != 0.0]
+    kl = {0.0: dict.fromkeys(kl_scores(lm, None, 0.0, answers).metrics()[0.0], 0.0)}
+    if steered_grid:
+        scored = kl_scores(lm, intervention, steered_grid, answers, tokens=KL_TOKENS)
+        kl.update(scored.metrics(SEARCH["seed"]))
     for row in rows:
         row["util_drop"] = baseline - row["util_odds"]
         row.update(kl[float(row["m"])])  # m = 0: kl 0, by definition
