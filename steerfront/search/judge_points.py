@@ -27,6 +27,7 @@ def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> 
         "m": 0.0,
         "pref_odds": baseline["val_pref_odds"],
         "util_odds": baseline["val_util_odds"],
+        "kl": 0.0,  # the unsteered model's kl from itself
         "test_pref_odds": baseline.get("test_pref_odds"),
         "test_util_odds": baseline.get("test_util_odds"),
     }
@@ -49,9 +50,37 @@ def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> 
             picked.append(front.get((trial_id, match[0]["m"]), match[0]))
     else:
         front = read_front(folder, extended=True)
-        index = np.unique(np.round(np.linspace(0, len(front) - 1, settings.points)).astype(int))
-        picked = [front[i] for i in index] if front else []
+        index = np.round(np.linspace(0, len(front) - 1, settings.points)).astype(int)
+        chosen = _searched_pick(folder, setup, front)
+        if chosen is not None:  # the search's own pick is always judged
+            index = np.append(index, chosen)
+        picked = [front[i] for i in np.unique(index)] if front else []
     return [unsteered, *({**r, "point": i + 1} for i, r in enumerate(picked))]
+
+
+def _searched_pick(folder: Path, setup: SearchSetup, front: list[dict]) -> int | None:
+    """The index in `front` of the point the search picks (`best`'s default rule, with the
+    search's own budgets), or None."""
+    import json
+
+    from steerfront.defaults import SEARCH
+    from steerfront.search.best import pick
+    from steerfront.search.settings import STATE
+
+    if not front:
+        return None
+    state = json.loads((folder / STATE).read_text()) if (folder / STATE).is_file() else {}
+    budget = state.get("settings", {}).get("extra", {}).get("max_util_drop")
+    try:
+        chosen = pick(
+            front,
+            max_util_drop=SEARCH["max_util_drop"] if budget is None else budget,
+            max_kl=setup.max_kl,
+            objectives=tuple(setup.front_objectives),
+        )
+    except SteerfrontError:
+        return None
+    return next(i for i, r in enumerate(front) if r is chosen)
 
 
 def default_prompts(setup: SearchSetup) -> list[str]:

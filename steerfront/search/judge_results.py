@@ -61,7 +61,7 @@ def agree(judged: list[dict]) -> dict[str, float | None]:
 
 
 def point_summary(record: dict, names: list[str]) -> dict:
-    keys = [*POINT_FIELDS, "pref_odds", "util_odds", "n", "probe_accuracy", "unparsed"]
+    keys = [*POINT_FIELDS, "pref_odds", "util_odds", "kl", "n", "probe_accuracy", "unparsed"]
     return {k: record.get(k) for k in [*keys, *names]}
 
 
@@ -114,6 +114,8 @@ def searched_pick(folder: Path, settings: SearchSettings) -> dict | None:
         return pick(
             read_front(folder),
             max_util_drop=settings.extra.get("max_util_drop", SEARCH["max_util_drop"]),
+            max_kl=settings.max_kl,
+            objectives=tuple(settings.front_objectives),
         )
     except SteerfrontError:
         return None
