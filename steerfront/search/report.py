@@ -85,7 +85,7 @@ def write_results(
         "hypervolume_extended": volumes_extended[-1] if volumes_extended else 0.0,
         "hypervolume_reference": list(reference),
         "front_objectives": list(axes[0]),
-        "max_kl": axes[1],
+        "max_kl": axes[1] if math.isfinite(axes[1]) else None,  # None: no constraint
         "infeasible": sum(1 for r in done if r.get("feasible") is False),
         "baseline": setup.baseline,
         "front": [without_pairs(typed(r)) for r in plain],
