@@ -212,9 +212,11 @@ def test_evaluate_an_intervention_beside_the_unsteered_model(capsys, saved_vecto
     drop = plain["util_odds"] - rows[2.0]["util_odds"]
     assert rows[2.0]["util_drop"] == pytest.approx(drop, abs=1e-5)
     assert rows[2.0]["pref_odds"] != rows[0.0]["pref_odds"]
+    assert rows[0.0]["kl"] == 0.0 and rows[2.0]["kl"] > 0  # kl from the unsteered model
+    assert rows[2.0]["kl_lo"] <= rows[2.0]["kl"] <= rows[2.0]["kl_hi"]
     status, out, _ = run(capsys, *flags[:-1], "--intervention", str(saved_vector))
     assert status == 0 and out.splitlines()[0].split() == [
-        "m", "pref_odds", "±", "se", "util_odds", "±", "se", "util_drop", "accuracy"
+        "m", "pref_odds", "±", "se", "util_odds", "±", "se", "util_drop", "accuracy", "kl"
     ]  # fmt: skip
     assert [line.split()[0] for line in out.splitlines()[1:3]] == ["0.000", "2.500"]  # saved m
     assert "(4 of 28 test pairs: search split, seed 0), vector at layer 1; m = 0 is the " in out

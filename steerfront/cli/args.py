@@ -158,6 +158,38 @@ def add_finished_search(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_neutral_prompts(parser: argparse.ArgumentParser) -> None:
+    """`--neutral-prompts`: the prompts kl is measured on."""
+    from steerfront.defaults import KL_PROMPTS
+
+    parser.add_argument(
+        "--neutral-prompts",
+        metavar="FILE",
+        default=None,
+        help='neutral instructions kl is measured on: one a line, or .jsonl with a "prompt" '
+        f"each; the first {KL_PROMPTS} are used (default: the built-in set)",
+    )
+
+
+def add_max_kl(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--max-kl`: the most kl (nats) a point may have and stay on the front."""
+    parser.add_argument(
+        "--max-kl",
+        type=float,
+        default=None,
+        metavar="NATS",
+        help="a point whose kl from the unsteered model is above NATS is infeasible: kept "
+        f"and shown, never on the front nor picked (default: {default})",
+    )
+
+
+def max_kl(value: float | None, fallback: float) -> float:
+    """`--max-kl` as given (checked), else `fallback`."""
+    from steerfront.search.axes import check_max_kl
+
+    return fallback if value is None else check_max_kl(value)
+
+
 def ints(text: str) -> list[int]:
     try:
         return [int(x) for x in items(text, "integers")]

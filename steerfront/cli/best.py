@@ -10,7 +10,9 @@ from pathlib import Path
 from steerfront.cli.args import (
     add_dtype,
     add_finished_search,
+    add_max_kl,
     add_output,
+    max_kl,
     search_budget,
     search_state,
     search_store,
@@ -43,6 +45,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         help="most utility log-odds to give up; the test util_drop is reported against it "
         f"(default: the search's own, else {SEARCH['max_util_drop']})",
     )
+    add_max_kl(best, "the search's own")
     best.add_argument(
         "--max-fluency-drop",
         type=float,
@@ -86,12 +89,14 @@ def run(args: argparse.Namespace) -> int:
     state = search_state(store)
     setup = state["setup"]
     budget = search_budget(state, args.max_util_drop)
+    limit = max_kl(args.max_kl, setup.get("max_kl", SEARCH["max_kl"]))
+    objectives = tuple(setup.get("front_objectives") or SEARCH["front_objectives"])
     if args.rule == "judged":
         store.pull("judge/judged.parquet")
-        record = pick_judged(read_judged(store.local), args.max_fluency_drop)
+        record = pick_judged(read_judged(store.local), args.max_fluency_drop, limit)
     else:
         front = read_front(store.local, extended=not args.plain)
-        record = pick(front, args.rule, budget)
+        record = pick(front, args.rule, budget, limit, objectives)
     assessment = assess(record, setup, budget)
     name = f"best-{args.rule}"
     out = Path(args.out) if args.out else store.local / name

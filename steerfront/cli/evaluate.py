@@ -12,6 +12,7 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_model,
+    add_neutral_prompts,
     add_output,
     add_per_token,
     floats,
@@ -38,6 +39,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     add_concept(evaluate)
     add_end_of_turn(evaluate)
     add_per_token(evaluate)
+    add_neutral_prompts(evaluate)
     evaluate.add_argument(
         "--intervention",
         default=None,
@@ -150,10 +152,13 @@ def unsteered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
 def steered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
     """An exported intervention at every m, m = 0 (the unsteered model) first."""
     from steerfront.data import encode_pairs
+    from steerfront.data.prompts import neutral_prompts
+    from steerfront.defaults import KL_NEW_TOKENS, KL_PROMPTS, KL_TOKENS
     from steerfront.lm import dtype_name
     from steerfront.methods.io import load_intervention, read_sidecar
     from steerfront.models import load_checked
     from steerfront.scoring.evaluate import check_grid, evaluate
+    from steerfront.scoring.kl import kl_scores, unsteered_answers
 
     sidecar = read_sidecar(args.intervention)
     try:
@@ -170,8 +175,16 @@ def steered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
     scores = evaluate(lm, encoded, intervention, grid, per_token=args.per_token)
     rows = scores.summary().to_pylist()
     baseline = next(row["util_odds"] for row in rows if row["m"] == 0.0)
+    prompts = neutral_prompts(args.neutral_prompts, KL_PROMPTS)
+    answers = unsteered_answers(lm, prompts, KL_NEW_TOKENS)
+    steered_grid = [m for m in grid if m != 0.0]
+    kl = {0.0: dict.fromkeys(kl_scores(lm, None, 0.0, answers).metrics()[0.0], 0.0)}
+    if steered_grid:
+        scored = kl_scores(lm, intervention, steered_grid, answers, tokens=KL_TOKENS)
+        kl.update(scored.metrics(SEARCH["seed"]))
     for row in rows:
         row["util_drop"] = baseline - row["util_odds"]
+        row.update(kl[float(row["m"])])  # m = 0: kl 0, by definition
     where = f"{intervention.form} at layer {intervention.layer}"
     if args.json:
         what = {"model": lm.spec, "dtype": dtype_name(lm.dtype), "concept": concept}
@@ -180,14 +193,15 @@ def steered(args: argparse.Namespace, pairs: PairSet, concept: str) -> None:
         what.update(**scale(args), rows=rows)
         print(json.dumps(what))
         return
-    heads = ("m", "pref_odds", "± se", "util_odds", "± se", "util_drop", "accuracy")
+    heads = ("m", "pref_odds", "± se", "util_odds", "± se", "util_drop", "accuracy", "kl")
     print("  ".join(f"{h:>10}" for h in heads))
-    columns = ("m", "pref_odds", "pref_se", "util_odds", "util_se", "util_drop", "accuracy")
+    columns = ("m", "pref_odds", "pref_se", "util_odds", "util_se", "util_drop", "accuracy", "kl")
     for row in rows:
         print("  ".join(f"{row[c]:>10.3f}" for c in columns))
     print(
         f"model {lm.spec}, concept {concept} ({which(args, len(encoded), pairs)}), {where}; "
-        f"m = 0 is the unsteered model{', per token' if args.per_token else ''}"
+        f"m = 0 is the unsteered model{', per token' if args.per_token else ''}; kl in nats "
+        f"from the unsteered model on {len(answers)} neutral prompts"
     )
 
 

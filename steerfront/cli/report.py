@@ -21,6 +21,8 @@ def describe(record: dict) -> str:
         f"pref_odds {record['pref_odds']:.3f} util_odds {record['util_odds']:.3f} "
         f"(test {cell(record.get('test_pref_odds'))} / {cell(record.get('test_util_odds'))})"
     )
+    if record.get("kl") is not None:
+        parts.append(f"kl {record['kl']:.3g}")
     return ", ".join(parts)
 
 
@@ -29,14 +31,15 @@ def print_front(rows: list[dict], baseline: dict) -> None:
     counts (`dense`: a point of the extended front that is not a trial's own result); log-odds
     with their 95% intervals."""
     narrow = ("point", "form", "objective", "layer", "m", "rank", "gamma")
-    wide = ("pref val", "util val", "drop val", "pref test", "util test")
+    wide = ("pref val", "util val", "drop val", "pref test", "util test", "kl")
     print(" ".join(f"{h:>12}" for h in narrow) + " " + " ".join(f"{h:>21}" for h in wide))
-    scores = ("pref_odds", "util_odds", "util_drop", "test_pref_odds", "test_util_odds")
+    scores = ("pref_odds", "util_odds", "util_drop", "test_pref_odds", "test_util_odds", "kl")
     unsteered = {
         "point": "unsteered",
         "pref_odds": baseline.get("val_pref_odds"),
         "util_odds": baseline.get("val_util_odds"),
         "util_drop": 0.0,
+        "kl": 0.0,  # the unsteered model's kl from itself
         **{f"pref_odds{e}": baseline.get(f"val_pref_odds{e}") for e in ("_lo", "_hi")},
         **{f"util_odds{e}": baseline.get(f"val_util_odds{e}") for e in ("_lo", "_hi")},
         **{k: v for k, v in baseline.items() if k.startswith("test_")},
@@ -70,11 +73,12 @@ def print_judged(summary: dict) -> None:
     and two generations of the picked point beside the unsteered model's."""
     judged = summary["judged"]
     names = [k for k in judged[0] if k not in _JUDGED_FIELDS]
-    head = ("point", "form", "objective", "layer", "m", "pref val", "util val")
+    head = ("point", "form", "objective", "layer", "m", "pref val", "util val", "kl")
     print(" ".join(f"{h:>12}" for h in (*head, *names)))
     for r in judged:
         cells = ["unsteered" if r["point"] == 0 else r["point"], r["form"], r["objective"]]
-        cells += [r["layer"], r["m"], r["pref_odds"], r["util_odds"], *(r[n] for n in names)]
+        cells += [r["layer"], r["m"], r["pref_odds"], r["util_odds"], r.get("kl")]
+        cells += [r[n] for n in names]
         print(" ".join(f"{cell(c):>12}" for c in cells))
     accuracy, probe = summary.get("probe_accuracy"), summary.get("probe") or {}
     if accuracy is not None:
@@ -121,7 +125,7 @@ def print_judged(summary: dict) -> None:
 
 _JUDGED_FIELDS = (
     "point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma", "pref_odds",
-    "util_odds", "n", "probe_accuracy", "unparsed", "on_front",
+    "util_odds", "kl", "n", "probe_accuracy", "unparsed", "on_front",
 )  # fmt: skip
 
 

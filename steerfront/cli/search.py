@@ -13,12 +13,15 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_judge,
+    add_max_kl,
     add_model,
+    add_neutral_prompts,
     add_output,
     add_per_token,
     add_tracking_uri,
     ints,
     judge_settings,
+    max_kl,
     words,
 )
 from steerfront.cli.report import describe, print_front, print_judged
@@ -165,6 +168,16 @@ def add(commands: argparse._SubParsersAction) -> None:
         "fixed before the first trial and recorded with the search "
         f"(default: {SEARCH['util_floor']})",
     )
+    search.add_argument(
+        "--front-objectives",
+        default=",".join(SEARCH["front_objectives"]),
+        metavar="A,B",
+        help="the front's two objectives, of pref_odds and util_odds (maximised) and kl "
+        "(minimised); Optuna searches on them (default: "
+        f"{','.join(SEARCH['front_objectives'])})",
+    )
+    add_max_kl(search, "none")
+    add_neutral_prompts(search)
     add_judge(search, on_search=True)
     add_output(search, "the summary (last line)")
     search.set_defaults(run=run, parser=search)
@@ -173,6 +186,7 @@ def add(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import time
 
+    from steerfront.search.axes import parse_objectives
     from steerfront.search.best import verdict
     from steerfront.search.run import run_search
     from steerfront.search.settings import SearchSettings
@@ -206,6 +220,9 @@ def run(args: argparse.Namespace) -> None:
             dense_m=args.dense_m,
             cache_gb=args.cache_gb,
             util_floor=args.util_floor,
+            front_objectives=parse_objectives(args.front_objectives),
+            max_kl=max_kl(args.max_kl, SEARCH["max_kl"]),
+            neutral_prompts=args.neutral_prompts,
             end_of_turn=args.end_of_turn,
             per_token=args.per_token,
             storage=args.storage,
@@ -222,6 +239,9 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(summary, default=str))
         return
     print_front(summary["extended_front"], summary["baseline"])
+    if summary["infeasible"]:
+        print(f"{summary['infeasible']} trials over --max-kl {summary['max_kl']:g} (kept in "
+              "trials.parquet, feasible false; never on the front)")  # fmt: skip
     extended = summary["hypervolume_extended"]
     print(
         f"{summary['trials']} trials ({summary['failed']} failed): "

@@ -12,6 +12,7 @@ from steerfront.cli.args import (
     add_dtype,
     add_end_of_turn,
     add_model,
+    add_neutral_prompts,
     add_output,
     add_per_token,
     floats,
@@ -40,6 +41,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     add_concept(sweep)
     add_end_of_turn(sweep)
     add_per_token(sweep)
+    add_neutral_prompts(sweep)
     sweep.add_argument(
         "--form", choices=FORMS, default="vector", help="intervention form (default: vector)"
     )
@@ -214,6 +216,7 @@ def run(args: argparse.Namespace) -> None:
         fits=not args.no_fit,
         end_of_turn=args.end_of_turn,
         per_token=args.per_token,
+        neutral_prompts=args.neutral_prompts,
     )
     write_sweep(
         result,
@@ -251,6 +254,7 @@ def print_sweep(result: dict, out: Path) -> None:
         "test_accuracy",
         "off_manifold",
         "knn_distance",
+        "kl",
     )
     heads = (
         "m",
@@ -261,6 +265,7 @@ def print_sweep(result: dict, out: Path) -> None:
         "acc test",
         "off-manif",
         "kNN dist",
+        "kl",
     )
     print("  ".join(f"{h:>10}" for h in heads))
     for row in result["summary"].to_pylist():

@@ -57,13 +57,16 @@ def run_sweep(
     fits: bool = True,
     end_of_turn: bool = False,
     per_token: bool = False,
+    neutral_prompts: str | None = None,
 ) -> dict:
     """Train once, then score and measure train and test pairs at every m.
 
     Returns the per-pair table, the per-m summary (with manifold measures), the curve fits
     (None when `fits` is false) and the manifold's dimension. A grid the fits cannot use is
     refused before training. `end_of_turn` scores each completion with the turn's end,
-    `per_token` by its mean NLL per token; both are recorded in every summary row.
+    `per_token` by its mean NLL per token; both are recorded in every summary row. Every row
+    also has kl from the unsteered model (`scoring.kl`) on `neutral_prompts` (a file; None:
+    the built-in set), 0 at m = 0.
     """
     grid_array = sweep_grid(grid)
     problem = fit_problem(grid_array) if fits else None
@@ -78,9 +81,10 @@ def run_sweep(
         summaries[name] = scores.summary().to_pylist()
     test_encoded = encode_pairs(lm.tokenizer, splits.test, end_of_turn=end_of_turn)
     manifold, rows = _manifold_rows(lm, test_encoded, intervention, grid_array)
+    kl = _kl_rows(lm, intervention, grid_array, neutral_prompts)
     summary = []
-    for train_row, test_row, geometry in zip(
-        summaries["train"], summaries["test"], rows, strict=True
+    for train_row, test_row, geometry, distance in zip(
+        summaries["train"], summaries["test"], rows, kl, strict=True
     ):
         summary.append(
             {
@@ -88,6 +92,7 @@ def run_sweep(
                 **{f"train_{k}": v for k, v in train_row.items() if k != "m"},
                 **{f"test_{k}": v for k, v in test_row.items() if k != "m"},
                 **{k: v for k, v in geometry.items() if k != "m"},
+                **distance,
                 "end_of_turn": end_of_turn,  # how the completions were scored
                 "per_token": per_token,
                 "dtype": dtype_name(lm.dtype),  # the model's, which the scores carry
@@ -110,6 +115,23 @@ def run_sweep(
             ),
         },
     }
+
+
+def _kl_rows(
+    lm: LM, intervention: Intervention, grid: np.ndarray, path: str | None
+) -> list[dict[str, float]]:
+    """kl and kl_first with their intervals at every m of `grid` (exactly 0 at m = 0)."""
+    from steerfront.data.prompts import neutral_prompts
+    from steerfront.defaults import KL_NEW_TOKENS, KL_PROMPTS, KL_TOKENS
+    from steerfront.scoring.kl import kl_scores, unsteered_answers
+
+    answers = unsteered_answers(lm, neutral_prompts(path, KL_PROMPTS), KL_NEW_TOKENS)
+    steered = [float(m) for m in grid if m != 0.0]
+    zero = dict.fromkeys(kl_scores(lm, None, 0.0, answers).metrics()[0.0], 0.0)
+    scored = (
+        kl_scores(lm, intervention, steered, answers, tokens=KL_TOKENS).metrics() if steered else {}
+    )
+    return [scored.get(float(m), zero) for m in grid]
 
 
 def _fit_reports(summary: list[dict]) -> dict[str, FitReport]:

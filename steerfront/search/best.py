@@ -21,9 +21,10 @@ from steerfront.files import staged_dir
 from steerfront.lm import LM
 from steerfront.methods.io import export_peft, load_intervention, save_intervention
 from steerfront.scoring.logodds import bootstrap_interval
+from steerfront.search import axes
 from steerfront.search.pareto import front_order, hypervolume, knee, pareto_mask
 from steerfront.search.records import PER_PAIR, typed
-from steerfront.search.tracking import POINT_METRICS
+from steerfront.search.tracking import KL_METRICS, POINT_METRICS
 
 RULES = ("max-pref", "knee", "judged")
 TEST_METRICS = tuple(f"test_{name}" for name in POINT_METRICS)
@@ -45,30 +46,49 @@ def points(done: list[dict], extended: bool) -> list[dict]:
         own = {k: v for k, v in record.items() if k != "dense_points"}
         rows.append({**own, "dense": False})
         for point in (record.get("dense_points") or []) if extended else []:
-            rows.append({**own, **dict.fromkeys(TEST_METRICS), **point, "dense": True})
+            point = {k: v for k, v in point.items() if k not in KL_METRICS or v is not None}
+            blank = dict.fromkeys((*TEST_METRICS, *KL_METRICS))  # not the trial's own
+            rows.append({**own, **blank, **point, "dense": True})
     return rows
 
 
-def front(rows: list[dict]) -> list[dict]:
-    """The non-dominated rows on validation (pref_odds, util_odds), by pref_odds."""
+def front(
+    rows: list[dict],
+    objectives: tuple[str, str] = axes.DEFAULT,
+    max_kl: float = axes.MAX_KL,
+) -> list[dict]:
+    """The non-dominated rows on validation `objectives` among those within `max_kl`, by the
+    first objective."""
+    rows = [r for r in rows if axes.feasible(r, max_kl)]
     if not rows:
         return []
-    xy = np.array([[r["pref_odds"], r["util_odds"]] for r in rows], dtype=float)
+    xy = axes.coordinates(rows, objectives)
     return [rows[i] for i in front_order(xy, pareto_mask(xy))]
 
 
-def volume_reference(baseline: dict, util_floor: float) -> tuple[float, float]:
-    """The hypervolume's reference point, known before the first trial: the unsteered
-    preference, and `util_floor` below the unsteered utility (validation)."""
-    return baseline["val_pref_odds"], baseline["val_util_odds"] - util_floor
+def volume_reference(
+    baseline: dict,
+    util_floor: float,
+    objectives: tuple[str, str] = axes.DEFAULT,
+    max_kl: float = axes.MAX_KL,
+) -> tuple[float, float]:
+    """The hypervolume's reference point, known before the first trial (`axes.reference`):
+    by default the unsteered preference, and `util_floor` below the unsteered utility."""
+    return axes.reference(baseline, util_floor, objectives, max_kl)
 
 
-def front_volume(done: list[dict], reference: tuple[float, float], extended: bool) -> float:
+def front_volume(
+    done: list[dict],
+    reference: tuple[float, float],
+    extended: bool,
+    objectives: tuple[str, str] = axes.DEFAULT,
+    max_kl: float = axes.MAX_KL,
+) -> float:
     """Hypervolume of the plain or extended front: one number to compare searches by."""
-    rows = points(done, extended)
+    rows = [r for r in points(done, extended) if axes.feasible(r, max_kl)]
     if not rows:
         return 0.0
-    return hypervolume(np.array([[r["pref_odds"], r["util_odds"]] for r in rows]), reference)
+    return hypervolume(axes.coordinates(rows, objectives), reference)
 
 
 def read_front(folder: Path, extended: bool = True) -> list[dict]:
@@ -82,13 +102,26 @@ def read_front(folder: Path, extended: bool = True) -> list[dict]:
     return [typed(r) for r in pq.read_table(path).to_pylist() if r["front"] == kind]
 
 
-def pick(rows: list[dict], rule: str = "max-pref", max_util_drop: float = 1.0) -> dict:
-    """`max-pref`: highest pref_odds with util_drop <= max_util_drop; `knee`: the front's knee."""
-    candidates = front(rows)
+def pick(
+    rows: list[dict],
+    rule: str = "max-pref",
+    max_util_drop: float = 1.0,
+    max_kl: float = axes.MAX_KL,
+    objectives: tuple[str, str] = axes.DEFAULT,
+) -> dict:
+    """`max-pref`: highest pref_odds with util_drop <= max_util_drop; `knee`: the front's knee;
+    both among the points within `max_kl`."""
+    candidates = front(rows, objectives, max_kl)
     if not candidates:
+        if rows and not any(axes.feasible(r, max_kl) for r in rows):
+            least = min(r["kl"] for r in rows)
+            raise SteerfrontError(
+                f"no front configuration keeps kl <= {max_kl:g} (the least is {least:.3f}); "
+                "raise --max-kl"
+            )
         raise SteerfrontError("the search has no finished trials to pick from")
     if rule == "knee":
-        points = np.array([[r["pref_odds"], r["util_odds"]] for r in candidates], dtype=float)
+        points = axes.coordinates(candidates, objectives)
         return candidates[knee(points, np.ones(len(candidates), dtype=bool))]
     if rule != "max-pref":
         raise SteerfrontError(f"unknown rule {rule!r} (choose from {', '.join(RULES)})")
@@ -102,9 +135,14 @@ def pick(rows: list[dict], rule: str = "max-pref", max_util_drop: float = 1.0) -
     return max(allowed, key=lambda r: r["pref_odds"])
 
 
-def pick_judged(judged: list[dict], max_fluency_drop: float = JUDGE["max_fluency_drop"]) -> dict:
+def pick_judged(
+    judged: list[dict],
+    max_fluency_drop: float = JUDGE["max_fluency_drop"],
+    max_kl: float = axes.MAX_KL,
+) -> dict:
     """`judged`: the judged point with the highest concept score among those whose fluency is
-    at least `1 - max_fluency_drop` times the unsteered model's (point 0)."""
+    at least `1 - max_fluency_drop` times the unsteered model's (point 0) and whose kl is
+    within `max_kl`."""
     unsteered = next((r for r in judged if r["point"] == 0), None)
     if unsteered is None or unsteered.get("fluency") is None:
         name = judged[0]["judge"] if judged else "the judge"
@@ -113,12 +151,16 @@ def pick_judged(judged: list[dict], max_fluency_drop: float = JUDGE["max_fluency
     allowed = [
         r
         for r in judged
-        if r["point"] and r.get("concept") is not None and (r.get("fluency") or 0) >= floor
+        if r["point"]
+        and r.get("concept") is not None
+        and (r.get("fluency") or 0) >= floor
+        and axes.feasible(r, max_kl)
     ]
     if not allowed:
         raise SteerfrontError(
             f"no judged point keeps fluency >= {floor:.3g} ({1 - max_fluency_drop:.0%} of the "
-            f"unsteered model's {unsteered['fluency']:.3g}); raise --max-fluency-drop"
+            f"unsteered model's {unsteered['fluency']:.3g}) within kl {max_kl:g}; raise "
+            "--max-fluency-drop or --max-kl"
         )
     return max(allowed, key=lambda r: r["concept"])
 

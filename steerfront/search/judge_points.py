@@ -19,14 +19,15 @@ POINT_FIELDS = ("point", "trial_id", "form", "objective", "layer", "m", "rank", 
 
 
 def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> list[dict]:
-    """The unsteered model (point 0), then the chosen points or up to K points spread evenly
-    along the extended front (its ends included), by pref_odds."""
+    """The unsteered model (point 0), then the chosen points, or up to K points on and off
+    the extended front (`spread`) and the search's own pick, which is always judged."""
     baseline = setup.baseline
     unsteered = {
         "point": 0,
         "m": 0.0,
         "pref_odds": baseline["val_pref_odds"],
         "util_odds": baseline["val_util_odds"],
+        "kl": 0.0,  # the unsteered model's kl from itself
         "test_pref_odds": baseline.get("test_pref_odds"),
         "test_util_odds": baseline.get("test_util_odds"),
     }
@@ -57,6 +58,9 @@ def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> 
             if (r["trial_id"], r["m"]) not in on
         ]
         picked = spread(front, off, settings.points)
+        chosen = _searched_pick(folder, setup, front)
+        if chosen is not None and all(r is not front[chosen] for r in picked):
+            picked.append(front[chosen])  # the search's own pick is always judged
     return [unsteered, *({**r, "point": i + 1} for i, r in enumerate(picked))]
 
 
@@ -86,6 +90,31 @@ def _even(n: int, k: int) -> list[int]:
     if n == 0 or k <= 0:
         return []
     return list(np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int)))
+
+
+def _searched_pick(folder: Path, setup: SearchSetup, front: list[dict]) -> int | None:
+    """The index in `front` of the point the search picks (`best`'s default rule, with the
+    search's own budgets), or None."""
+    import json
+
+    from steerfront.defaults import SEARCH
+    from steerfront.search.best import pick
+    from steerfront.search.settings import STATE
+
+    if not front:
+        return None
+    state = json.loads((folder / STATE).read_text()) if (folder / STATE).is_file() else {}
+    budget = state.get("settings", {}).get("extra", {}).get("max_util_drop")
+    try:
+        chosen = pick(
+            front,
+            max_util_drop=SEARCH["max_util_drop"] if budget is None else budget,
+            max_kl=setup.max_kl,
+            objectives=tuple(setup.front_objectives),
+        )
+    except SteerfrontError:
+        return None
+    return next(i for i, r in enumerate(front) if r is chosen)
 
 
 def default_prompts(setup: SearchSetup) -> list[str]:

@@ -95,7 +95,7 @@ def agreement_text(entry: dict) -> str:
 
 
 def point_summary(record: dict, names: list[str]) -> dict:
-    keys = [*POINT_FIELDS, "on_front", "pref_odds", "util_odds", "n", "probe_accuracy"]
+    keys = [*POINT_FIELDS, "on_front", "pref_odds", "util_odds", "kl", "n", "probe_accuracy"]
     keys.append("unparsed")
     return {k: record.get(k) for k in [*keys, *names]}
 
@@ -149,6 +149,8 @@ def searched_pick(folder: Path, settings: SearchSettings) -> dict | None:
         return pick(
             read_front(folder),
             max_util_drop=settings.extra.get("max_util_drop", SEARCH["max_util_drop"]),
+            max_kl=settings.max_kl,
+            objectives=tuple(settings.front_objectives),
         )
     except SteerfrontError:
         return None

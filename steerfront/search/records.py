@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steerfront.files import write_atomic
-from steerfront.search.tracking import METRICS, PARAMS, POINT_METRICS
+from steerfront.search.tracking import KL_METRICS, METRICS, PARAMS, POINT_METRICS
 
 # A point's per-pair test scores (pairs in the test split's order), kept beside its intervals:
 # `best` bootstraps the per-pair gain over the unsteered model with the same draws.
@@ -30,7 +30,7 @@ RESULT_KEYS = (
 )
 
 _TEXT = ("train_key", "node", "trained_on")
-DENSE_POINT = pa.struct([(k, pa.float64()) for k in ("m", *POINT_METRICS)])
+DENSE_POINT = pa.struct([(k, pa.float64()) for k in ("m", *POINT_METRICS, *KL_METRICS)])
 SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string())]
     + [(k, pa.string() if k in ("form", "objective") else pa.float64()) for k in PARAMS]
@@ -48,7 +48,7 @@ SCHEMA = pa.schema(
         )
         for k in RESULT_KEYS
     ]
-    + [("error", pa.string())]
+    + [("feasible", pa.bool_()), ("error", pa.string())]
 )
 
 

@@ -3,6 +3,7 @@ in the search folder and attached to the MLflow parent run."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from dataclasses import asdict
@@ -47,11 +48,12 @@ def write_results(
     """Fronts, figures, best configuration and artifacts; the summary a search prints. The
     model's part (test metrics of dense points, the export) runs in a worker with `resources`."""
     done = [r for r in records if r["status"] == "done"]
-    plain = front(points(done, extended=False))
-    extended = front(points(done, extended=True))
+    axes = (tuple(setup.front_objectives), setup.max_kl)
+    plain = front(points(done, extended=False), *axes)
+    extended = front(points(done, extended=True), *axes)
     best = None
     try:
-        chosen = pick(extended, max_util_drop=max_util_drop)
+        chosen = pick(extended, max_util_drop=max_util_drop, max_kl=axes[1], objectives=axes[0])
         cached(setup.store, chosen["train_key"], required=True)  # else the worker would fail
         best = extended.index(chosen)
     except SteerfrontError as exc:
@@ -66,11 +68,11 @@ def write_results(
     else:  # an earlier end's pick (before a resume) is not this one
         shutil.rmtree(folder / "best", ignore_errors=True)
     _write_front(folder / "front.parquet", plain, extended)
-    volumes = _volume_history(done, reference, extended=False)
-    volumes_extended = _volume_history(done, reference, extended=True)
+    volumes = _volume_history(done, reference, False, *axes)
+    volumes_extended = _volume_history(done, reference, True, *axes)
     chosen = None if best is None else extended[best]
     budget = setup.baseline["val_util_odds"] - max_util_drop
-    plot_front(done, plain, extended, setup.baseline, chosen, budget, folder / "pareto.png")
+    plot_front(done, plain, extended, setup.baseline, chosen, budget, folder / "pareto.png", *axes)
     plot_hypervolume(volumes, volumes_extended, folder / "hypervolume.png")
     summary = {
         "name": setup.name,
@@ -82,6 +84,9 @@ def write_results(
         "hypervolume": volumes[-1] if volumes else 0.0,
         "hypervolume_extended": volumes_extended[-1] if volumes_extended else 0.0,
         "hypervolume_reference": list(reference),
+        "front_objectives": list(axes[0]),
+        "max_kl": axes[1] if math.isfinite(axes[1]) else None,  # None: no constraint
+        "infeasible": sum(1 for r in done if r.get("feasible") is False),
         "baseline": setup.baseline,
         "front": [without_pairs(typed(r)) for r in plain],
         "extended_front": [without_pairs(typed(r)) for r in extended],
@@ -135,10 +140,17 @@ def _write_folder(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def _volume_history(
-    done: list[dict], reference: tuple[float, float], extended: bool
+    done: list[dict],
+    reference: tuple[float, float],
+    extended: bool,
+    objectives: tuple[str, str],
+    max_kl: float,
 ) -> list[float]:
     """Hypervolume of the plain or extended front after each finished trial."""
-    return [front_volume(done[: i + 1], reference, extended) for i in range(len(done))]
+    return [
+        front_volume(done[: i + 1], reference, extended, objectives, max_kl)
+        for i in range(len(done))
+    ]
 
 
 def _pyplot() -> ModuleType:
@@ -160,52 +172,56 @@ def plot_front(
     chosen: dict | None,
     budget: float,
     path: Path,
+    objectives: tuple[str, str] = ("pref_odds", "util_odds"),
+    max_kl: float = math.inf,
 ) -> None:
-    """Every finished trial coloured by form (dense points small), both fronts as lines, the
-    unsteered model, the picked point and the utility budget of the rule that picked it."""
+    """Every finished trial coloured by form (dense points small, trials over `max_kl` as
+    crosses), both fronts as lines, the unsteered model, the picked point and the utility
+    budget of the rule that picked it, on the front's two `objectives`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
+    xname, yname = objectives
+
+    def xy(rows: list[dict]) -> tuple[list[float], list[float]]:
+        return [_value(r, xname) for r in rows], [_value(r, yname) for r in rows]
+
     dense = [r for r in points(done, extended=True) if r["dense"]]
+    over = [r for r in done if r.get("kl") is not None and r["kl"] > max_kl]
     for form, colour in _COLOURS.items():
         for group, size, alpha, label in ((dense, 5, 0.35, None), (done, 22, 0.8, form)):
-            rows = [r for r in group if r["form"] == form]
+            rows = [r for r in group if r["form"] == form and r not in over]
             if rows:
-                ax.scatter(
-                    [r["pref_odds"] for r in rows],
-                    [r["util_odds"] for r in rows],
-                    s=size,
-                    color=colour,
-                    label=label,
-                    alpha=alpha,
-                )
+                ax.scatter(*xy(rows), s=size, color=colour, label=label, alpha=alpha)
+    if over:
+        ax.scatter(*xy(over), s=30, marker="x", color="grey", label="over --max-kl")
     for rows, style, label in (
         (plain, "-", "Pareto front (trials)"),
         (extended if dense else [], "--", "extended front (dense m, small dots)"),
     ):
         if rows:
-            ax.plot(
-                [r["pref_odds"] for r in rows],
-                [r["util_odds"] for r in rows],
-                style,
-                color="black",
-                lw=1.2,
-                label=label,
-            )
-    ax.axhline(budget, color="grey", ls=":", lw=1, label="utility budget (max-util-drop)")
-    marks = [(baseline["val_pref_odds"], baseline["val_util_odds"], "*", "gold", "unsteered")]
+            ax.plot(*xy(rows), style, color="black", lw=1.2, label=label)
+    if yname == "util_odds":
+        ax.axhline(budget, color="grey", ls=":", lw=1, label="utility budget (max-util-drop)")
+    marks = [(baseline.get(f"val_{xname}", 0.0), baseline.get(f"val_{yname}", 0.0), "*", "gold",
+              "unsteered")]  # fmt: skip
     if chosen is not None:
-        marks.append((chosen["pref_odds"], chosen["util_odds"], "D", "none", "picked (best)"))
+        marks.append((_value(chosen, xname), _value(chosen, yname), "D", "none", "picked (best)"))
     for x, y, marker, colour, label in marks:
         ax.scatter(
             [x], [y], marker=marker, s=160, color=colour, edgecolor="black", label=label, zorder=5
         )
-    ax.set_xlabel("pref_odds (validation)")
-    ax.set_ylabel("util_odds (validation)")
-    ax.set_title("steerfront search: preference vs utility")
+    ax.set_xlabel(f"{xname} (validation)" if xname != "kl" else "kl (nats, neutral prompts)")
+    ax.set_ylabel(f"{yname} (validation)" if yname != "kl" else "kl (nats, neutral prompts)")
+    ax.set_title(f"steerfront search: {xname} vs {yname}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _value(row: dict, name: str) -> float:
+    value = row.get(name)
+    return math.nan if value is None else value
 
 
 def plot_hypervolume(volumes: list[float], volumes_extended: list[float], path: Path) -> None:

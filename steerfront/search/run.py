@@ -21,9 +21,11 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from steerfront.data.prompts import neutral_prompts
 from steerfront.defaults import LEARNING_RATE
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
+from steerfront.search.axes import MAXIMISED, feasible
 from steerfront.search.best import front_volume, read_trials, volume_reference
 from steerfront.search.records import PER_PAIR, RESULT_KEYS, write_table
 from steerfront.search.report import RESULT_FILES, write_results
@@ -113,6 +115,8 @@ def _run(
                 "per_token": settings.per_token,
                 "dtype": settings.dtype,
                 "util_floor": settings.util_floor,
+                "front_objectives": ",".join(settings.front_objectives),
+                "max_kl": settings.max_kl,
                 "layers": layers,
                 **(memory or {}),
                 **setup.baseline,
@@ -172,12 +176,23 @@ def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
         cache_gb=settings.cache_gb,
+        neutral_prompts=_neutral_prompts(settings.neutral_prompts),
+        front_objectives=tuple(settings.front_objectives),
+        max_kl=settings.max_kl,
     )
     splits = setup.splits()
     for name in ("train", *SCORED_SPLITS):
         if len(getattr(splits, name)) == 0:
             raise SteerfrontError(f"concept {settings.concept!r}: no {name} pairs after the split")
     return setup
+
+
+def _neutral_prompts(path: str | None) -> str | None:
+    """The neutral prompts file, checked and absolute (Tune changes each trial's folder)."""
+    if path is None:
+        return None
+    neutral_prompts(path)  # a bad file fails before Ray starts
+    return str(Path(path).resolve())
 
 
 def prepare(
@@ -217,9 +232,8 @@ def _tune(
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    from steerfront.search.samplers import make_sampler
+    from steerfront.search.samplers import ConstrainedOptunaSearch, make_sampler
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
@@ -235,7 +249,8 @@ def _tune(
             tune.report(run_trial(config, setup))
         except Exception as exc:  # recorded as failed; only a dead worker is retried
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            tune.report({"pref_odds": math.nan, "util_odds": math.nan, "error": error})
+            failed = dict.fromkeys(("pref_odds", "util_odds", "kl"), math.nan)
+            tune.report({**failed, "error": error})
 
     trainable = tune.with_resources(
         tune.with_parameters(trainable, setup=setup), settings.resources
@@ -245,12 +260,14 @@ def _tune(
         tuner = tune.Tuner.restore(store.uri or str(store.local), trainable, resume_errored=False)
     else:
         sampler = Sampler(space, layers)
-        search = OptunaSearch(
+        objectives = list(setup.front_objectives)
+        search = ConstrainedOptunaSearch(
             sampler,
             points_to_evaluate=sampler.first_points(),
-            metric=["pref_odds", "util_odds"],
-            mode=["max", "max"],
+            metric=objectives,
+            mode=["max" if MAXIMISED[name] else "min" for name in objectives],
             sampler=make_sampler(settings.sampler, settings.trials, settings.seed),
+            max_kl=setup.max_kl,
         )
         concurrency = settings.concurrency or _slots(settings)
         tuner = tune.Tuner(
@@ -329,7 +346,7 @@ def _slots(settings: SearchSettings) -> int:
     return max(1, int(resources.get("CPU", 1) / max(settings.cpus_per_trial, 1e-9)))
 
 
-def _record(trial: object, status: str) -> dict:
+def _record(trial: object, status: str, max_kl: float) -> dict:
     config, result = trial.config, trial.last_result or {}
     if "error" in result:
         status = "failed"
@@ -343,6 +360,7 @@ def _record(trial: object, status: str) -> dict:
         # JSON text through Tune: its TensorBoard logger would take a list for a histogram.
         record["dense_points"] = json.loads(result.get("dense_points") or "[]")
         record.update({k: json.loads(result.get(k) or "null") for k in PER_PAIR})
+        record["feasible"] = feasible(record, max_kl)
     else:
         record["error"] = result.get("error") or _last_error_line(trial.error_file)
     return record
@@ -370,7 +388,8 @@ class Recorder(Callback):
             settings,
         )
         self.records = read_trials(folder)
-        self.reference = volume_reference(setup.baseline, settings.util_floor)
+        self.axes = (tuple(setup.front_objectives), setup.max_kl)
+        self.reference = volume_reference(setup.baseline, settings.util_floor, *self.axes)
         self.started = time.monotonic()
         self.mlflow_ok = True
         self._sync_mlflow()
@@ -381,10 +400,10 @@ class Recorder(Callback):
     def on_trial_complete(
         self, iteration: int, trials: list, trial: object, **info: object
     ) -> None:
-        self._add(_record(trial, "done"), trials, trial)
+        self._add(_record(trial, "done", self.search_setup.max_kl), trials, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: object, **info: object) -> None:
-        self._add(_record(trial, "failed"), trials, trial)
+        self._add(_record(trial, "failed", self.search_setup.max_kl), trials, trial)
 
     def _add(self, record: dict, trials: list, trial: object) -> None:
         if any(r["trial_id"] == record["trial_id"] for r in self.records):
@@ -393,9 +412,9 @@ class Recorder(Callback):
         write_table(self.folder / "trials.parquet", self.records)
         self._push("trials.parquet")
         done = [r for r in self.records if r["status"] == "done"]
-        volumes = {"hypervolume": front_volume(done, self.reference, extended=False)}
+        volumes = {"hypervolume": front_volume(done, self.reference, False, *self.axes)}
         if self.search_setup.dense_m:
-            volumes["hypervolume_extended"] = front_volume(done, self.reference, extended=True)
+            volumes["hypervolume_extended"] = front_volume(done, self.reference, True, *self.axes)
         if self.mlflow_ok:  # once MLflow is down, catch up at the end (or on --resume)
             self._sync_mlflow()
             for key, value in volumes.items():
@@ -403,10 +422,12 @@ class Recorder(Callback):
         if not self.settings.quiet:
             running = sum(1 for t in trials if t.status == "RUNNING" and t is not trial)
             failed = len(self.records) - len(done)
+            over = sum(1 for r in done if r.get("feasible") is False)
+            infeasible = f", {over} over --max-kl" if over else ""
             print(
                 f"[{time.monotonic() - self.started:6.0f}s] trials {len(self.records)}/"
-                f"{self.settings.trials}: {len(done)} finished, {running} running, {failed} failed;"
-                f" hypervolume {_volumes(volumes)}",
+                f"{self.settings.trials}: {len(done)} finished{infeasible}, {running} running, "
+                f"{failed} failed; hypervolume {_volumes(volumes)}",
                 file=sys.stderr,
                 flush=True,
             )

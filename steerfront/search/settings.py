@@ -11,6 +11,7 @@ from pathlib import Path
 
 from steerfront.defaults import DTYPES, SEARCH
 from steerfront.errors import SteerfrontError
+from steerfront.search import axes
 from steerfront.search.storage import Store
 from steerfront.search.tracking import tracking_uri
 
@@ -43,6 +44,9 @@ class SearchSettings:
     dense_m: int = SEARCH["dense_m"]  # extra values of m scored per trial (extended front)
     cache_gb: float | None = None  # a worker's cache budget; None: from its device's memory
     util_floor: float = SEARCH["util_floor"]  # hypervolume's reference below unsteered utility
+    front_objectives: tuple[str, ...] = tuple(SEARCH["front_objectives"])  # (axes.CHOICES)
+    max_kl: float = SEARCH["max_kl"]  # a point above it is infeasible: kept, never on the front
+    neutral_prompts: str | None = None  # kl's neutral prompts file; None: the built-in set
     judge: dict | None = None  # a judge pass when the search ends (JudgeSettings' fields)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
@@ -61,6 +65,8 @@ class SearchSettings:
             )
         if not self.util_floor > 0:
             raise SteerfrontError(f"--util-floor must be above 0, not {self.util_floor}")
+        self.front_objectives = axes.parse_objectives(self.front_objectives)
+        self.max_kl = axes.check_max_kl(self.max_kl)
         if self.dtype not in DTYPES:
             raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 

@@ -31,8 +31,11 @@ POINT_METRICS = (
     ),
     "accuracy",
 )
+# kl from the unsteered model on neutral answers (scoring/kl.py), one per point, on no split.
+KL_METRICS = tuple(f"{name}{end}" for name in ("kl", "kl_first") for end in ("", "_lo", "_hi"))
 METRICS = (
     *POINT_METRICS,
+    *KL_METRICS,
     *(f"test_{name}" for name in POINT_METRICS),
     "train_s",
     "eval_s",

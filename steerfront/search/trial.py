@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import ray
 import torch
 
 from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_concept
-from steerfront.defaults import TRAIN
+from steerfront.data.prompts import neutral_prompts
+from steerfront.defaults import KL_NEW_TOKENS, KL_PROMPTS, KL_TOKENS, SEARCH, TRAIN
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, resolve
 from steerfront.memory import (
@@ -37,6 +39,7 @@ from steerfront.methods import Intervention, Objective, TrainSpec, fit
 from steerfront.methods.io import load_intervention, save_intervention
 from steerfront.models import load_checked
 from steerfront.scoring.evaluate import evaluate
+from steerfront.scoring.kl import NeutralAnswers, kl_scores, unsteered_answers
 from steerfront.scoring.logodds import LogOdds, bootstrap_interval
 from steerfront.search.records import PER_PAIR
 from steerfront.search.storage import Store
@@ -71,6 +74,16 @@ class SearchSetup:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     cache_gb: float | None = None  # a worker's cache budget; None: `default_cache_bytes`
+    neutral_prompts: str | None = None  # kl's prompts file (absolute); None: the built-in set
+    front_objectives: tuple[str, ...] = tuple(SEARCH["front_objectives"])  # axes.CHOICES
+    max_kl: float = SEARCH["max_kl"]  # points above it are infeasible (never on the front)
+
+    @property
+    def dense_kl(self) -> bool:
+        """Whether a trial scores kl at its dense values of m too (kl decides the front);
+        else only at its own, and the dense points that reach the front get theirs after
+        the search (`score_kl`)."""
+        return "kl" in self.front_objectives or math.isfinite(self.max_kl)
 
     @property
     def store(self) -> Store:
@@ -221,11 +234,14 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     dense = dense_grid(m, low, high, setup.dense_m)
     val = score(lm, encoded["val"], intervention, [m, *dense], cache, setup, "val")
     test = score(lm, encoded["test"], intervention, [m], cache, setup, "test")
-    metrics = {**val.pop(m), **test[m]}
+    answers = neutral_answers(lm, setup)
+    kl_grid = [m, *dense] if setup.dense_kl else [m]
+    kl = kl_scores(lm, intervention, kl_grid, answers, cache, KL_TOKENS).metrics(setup.seed)
+    metrics = {**val.pop(m), **test[m], **kl[m]}
     for key in PER_PAIR:  # JSON text through Tune, as the dense points
         metrics[key] = json.dumps(metrics[key])
     metrics.update(
-        dense_points=json.dumps([{"m": value, **val[value]} for value in dense]),
+        dense_points=json.dumps([{"m": v, **val[v], **kl.get(v, {})} for v in dense]),
         train_s=train_s,
         eval_s=time.perf_counter() - started,
         cache_hit=int(hit),
@@ -237,6 +253,16 @@ def run_trial(config: dict, setup: SearchSetup) -> dict:
     )
     release_unused()  # a training's activations, freed but kept by the C heap
     return metrics
+
+
+def neutral_answers(lm: LM, setup: SearchSetup) -> NeutralAnswers:
+    """The unsteered model's answers to the search's neutral prompts, kept by this worker
+    (and on disk, for every worker and search: `unsteered_answers`)."""
+    key = ("neutral-answers", setup.neutral_prompts)
+    if key not in _WORKER:
+        prompts = neutral_prompts(setup.neutral_prompts, KL_PROMPTS)
+        _WORKER[key] = unsteered_answers(lm, prompts, KL_NEW_TOKENS)
+    return _WORKER[key]
 
 
 def score(
@@ -294,6 +320,23 @@ def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
         intervention = load_intervention(cached(store, key, required=True), lm)
         grid = sorted({r["m"] for r in group})
         metrics = score(lm, encoded, intervention, grid, cache, setup, "test")
+        for r in group:
+            r.update(metrics[r["m"]])
+
+
+def score_kl(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
+    """Fill in the kl of dense points (trials score kl at their own m only, unless kl decides
+    the front: `SearchSetup.dense_kl`)."""
+    todo = [r for r in rows if r.get("kl") is None]
+    if not todo:
+        return
+    answers = neutral_answers(lm, setup)
+    cache, store = MemoryCache(setup.cache_bytes(lm.device)), setup.store
+    for key in sorted({r["train_key"] for r in todo}):
+        group = [r for r in todo if r["train_key"] == key]
+        intervention = load_intervention(cached(store, key, required=True), lm)
+        grid = sorted({r["m"] for r in group})
+        metrics = kl_scores(lm, intervention, grid, answers, cache, KL_TOKENS).metrics(setup.seed)
         for r in group:
             r.update(metrics[r["m"]])
 

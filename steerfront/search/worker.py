@@ -20,7 +20,15 @@ from steerfront.memory import GB, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
 from steerfront.search.best import export, provenance
 from steerfront.search.space import SearchSpace
-from steerfront.search.trial import SCORED_SPLITS, SearchSetup, cached, point_metrics, score_test
+from steerfront.search.trial import (
+    SCORED_SPLITS,
+    SearchSetup,
+    cached,
+    neutral_answers,
+    point_metrics,
+    score_kl,
+    score_test,
+)
 
 T = TypeVar("T")
 
@@ -76,6 +84,8 @@ def unsteered(
         utils[name], prefs[name] = scores.util.tolist(), scores.pref.tolist()
         metrics = point_metrics(scores, scores.util, setup.seed, "val")[0.0]
         baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
+    neutral_answers(lm, setup)  # once, before the trials (which read them from the cache)
+    baseline["val_kl"] = 0.0  # the unsteered model's kl from itself, by definition
     return baseline, utils, prefs, layers, memory
 
 
@@ -87,6 +97,7 @@ def score_and_export(
     unsteered model on test preference (`best`'s verdict)."""
     lm = setup.load()
     score_test(rows, setup, lm)
+    score_kl(rows, setup, lm)
     if best is None:
         return rows, {}
     about = provenance(asdict(setup), rows[best], max_util_drop)

@@ -78,6 +78,9 @@ def test_sweep_scores_train_and_test_at_every_m(tiny_lm):
     # The manifold's distance is smallest where nothing is steered.
     off = [row["off_manifold"] for row in summary]
     assert np.argmin(off) == GRID.index(0.0)
+    kl = [row["kl"] for row in summary]  # kl from the unsteered model: 0 at m = 0 exactly
+    assert kl[GRID.index(0.0)] == 0.0
+    assert all(v > 0 for m, v in zip(GRID, kl, strict=True) if m != 0.0)
     assert set(result["fits"]) == {"pref", "util"}
     assert 1 <= result["manifold"]["k"] <= tiny_lm.hidden_size
     assert result["manifold"]["points"] == len(splits.test) == 5

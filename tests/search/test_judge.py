@@ -290,7 +290,8 @@ def test_llm_judge_pass_through_a_real_server(judged, tmp_path):
     assert result["judge"] == "llm:short:judge"
     assert {"concept", "instruction", "fluency", "harmonic"} <= set(result["judged"][0])
     rows = pq.read_table(judged[0] / "runs" / "j1" / "judge" / "generations.parquet").to_pylist()
-    assert len(rows) == 2 and all(r["fluency_answer"] for r in rows)
+    # one prompt: the unsteered model, the point spread along the front and the search's pick
+    assert len(rows) == len(result["judged"]) <= 3 and all(r["fluency_answer"] for r in rows)
     unparsed = sum(r[q] is None for r in rows for q in ("concept", "instruction", "fluency"))
     assert result["unparsed"] == unparsed
 

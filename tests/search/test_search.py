@@ -297,7 +297,9 @@ def test_front_table_starts_with_the_unsteered_model_and_shows_intervals(finishe
     assert lines[1].split()[0] == "unsteered" and len(lines) == 2 + len(summary["extended_front"])
     low, high = summary["baseline"]["val_pref_odds_lo"], summary["baseline"]["val_pref_odds_hi"]
     assert f"[{low:.2f},{high:.2f}]" in lines[1]
-    assert all(line.count("[") == 5 for line in lines[2:] if line.split()[1] == "trial")
+    # pref, util and drop on validation, pref and util on test, and kl: each with its interval
+    assert all(line.count("[") == 6 for line in lines[2:] if line.split()[1] == "trial")
+    assert lines[0].split()[-1] == "kl" and lines[1].split()[-1] == "0"  # unsteered: kl 0
     # Rows numbered as `export --point N` counts them: row N is the N-th point of the front.
     assert [line.split()[0] for line in lines[2:]] == [str(n) for n in range(1, len(lines) - 1)]
     front = summary["extended_front"]
