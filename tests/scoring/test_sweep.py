@@ -213,15 +213,18 @@ def test_interrupted_sweep_leaves_no_output(tmp_path, tiny_model_dir, monkeypatc
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--m", ""], "m-grid is empty"),
+        (["--m", ""], "argument --m: expected comma-separated numbers, not '' (an item is empty)"),
         (["--m", "1,nan"], "m must be finite"),
         (["--m", "1,x"], "expected comma-separated numbers"),
         (["--m", "3,3"], "--m: a sweep needs at least 2 distinct values of m, got 1"),
         (["--layer", "7"], "layer 7 is out of range"),
         (["--form", "lora", "--objective", "diffmean"], "diffmean cannot produce a lora"),
-        (["--form", "lora", "--rank", "0"], "rank 0 must be between 1"),
+        (["--form", "lora", "--rank", "0"], "--rank must be at least 1, not 0"),
         (["--test-fraction", "1.5"], "--test-fraction must be between 0 and 1"),
-        (["--factors", ""], "training factors are empty"),
+        (
+            ["--factors", ""],
+            "argument --factors: expected comma-separated numbers, not '' (an item is empty)",
+        ),
     ],
 )
 def test_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_model_dir, capsys, flags, message):
