@@ -442,7 +442,7 @@ def resolve(
 
 def load_config(spec: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> PretrainedConfig:
     """The configuration of a model spec, without its weights."""
-    folder, kwargs, offline = _source(spec, trust_remote_code)
+    folder, kwargs, offline = _source(spec, trust_remote_code, config_only=True)
     with _offline_error(spec, offline):
         return AutoConfig.from_pretrained(folder, **kwargs)
 
@@ -470,12 +470,15 @@ def load_model(
     return LM(model=model, tokenizer=tokenizer, spec=spec)
 
 
-def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict, str | None]:
-    """Where a spec's files are, what `from_pretrained` needs to read them, and why the hub
-    cannot be asked (a hub id on an offline machine: from the local cache only)."""
+def _source(
+    spec: str, trust_remote_code: bool, config_only: bool = False
+) -> tuple[str | Path, dict, str | None]:
+    """Where a spec's files are, what `from_pretrained` needs to read them (with
+    `config_only`, a local folder needs only its config.json), and why the hub cannot be asked
+    (a hub id on an offline machine: from the local cache only)."""
     if spec == DEFAULT_MODEL:
         return _builtin_folder(), {}, None
-    folder = _local_folder(spec)
+    folder = _local_folder(spec, config_only)
     if folder is not None:
         return folder, {}, None
     offline = _hub_unreachable()
@@ -483,7 +486,7 @@ def _source(spec: str, trust_remote_code: bool) -> tuple[str | Path, dict, str |
     return spec, kwargs, offline
 
 
-def _local_folder(spec: str) -> Path | None:
+def _local_folder(spec: str, config_only: bool = False) -> Path | None:
     """The model folder `spec` names, checked to hold a model; None for a hub id. A spec that
     can only be a path (absolute, `./`, `~`, more than one `/`, or under a folder that exists
     here) is refused in one line naming it when it is no model folder."""
@@ -506,6 +509,8 @@ def _local_folder(spec: str) -> Path | None:
         names = sorted(p.name for p in path.iterdir())[:4]
         held = f"holds {', '.join(names)}" if names else "is empty"
         raise _refused(spec, f"not a model folder: no config.json ({held})")
+    if config_only:
+        return path
     if not any((path / name).exists() for name in _TOKENIZER_FILES):
         raise _refused(spec, f"no tokenizer in the folder (none of {', '.join(_TOKENIZER_FILES)})")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):

@@ -35,4 +35,4 @@ def test_unknown_specs_are_one_line(spec, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SteerfrontError) as info:
         load_model(spec)
-    assert repr(spec) in str(info.value) and "\n" not in str(info.value)
+    assert spec in str(info.value) and "\n" not in str(info.value)

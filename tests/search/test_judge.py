@@ -17,6 +17,7 @@ from test_search import refuse_models
 from steerfront.cli import main
 from steerfront.data import load_concept
 from steerfront.scoring.judge.rubrics import load_rubric
+from steerfront.search.best import pick
 
 
 def run(*argv):
@@ -60,7 +61,10 @@ def test_search_json_carries_the_judged_points_and_agreement(judged):
     assert summary["judge"] == "local"
     points = summary["judged"]
     front = front_of(tmp_path)
-    assert [p["point"] for p in points] == [0, 1, 2]
+    n = len(points)  # the spread's two points, and the search's own pick when not among them
+    assert [p["point"] for p in points] == list(range(n)) and n in (3, 4)
+    searched = pick(front)
+    assert (searched["trial_id"], searched["m"]) in {(p["trial_id"], p["m"]) for p in points[1:]}
     assert points[1]["m"] == front[0]["m"] and points[1]["on_front"]  # one on the front,
     assert not points[2]["on_front"]  # one off it (--judge-points 2)
     assert (points[2]["trial_id"], points[2]["m"]) not in {(r["trial_id"], r["m"]) for r in front}
@@ -69,11 +73,11 @@ def test_search_json_carries_the_judged_points_and_agreement(judged):
         assert {"m", "pref_odds", "util_odds", "concept", "fluency", "instruction"} <= set(p)
         assert 0 <= p["concept"] <= 1 and 0 <= p["fluency"] <= 1
     assert set(summary["agreement"]) == {"pref_concept", "util_fluency"}
-    for entry in summary["agreement"].values():  # 3 points: no coefficient
-        assert entry == {"rho": None, "lo": None, "hi": None, "points": 3}
+    for entry in summary["agreement"].values():  # under 8 points: no coefficient
+        assert entry == {"rho": None, "lo": None, "hi": None, "points": n}
     assert 0 <= summary["probe_accuracy"] <= 1
     assert summary["probe"]["on"] == "generations" and summary["probe"]["held_out"] > 0
-    assert "judge local: 2 points and the unsteered model" in err
+    assert f"judge local: {n - 1} points and the unsteered model" in err
 
 
 def test_results_files(judged):
@@ -186,11 +190,16 @@ def test_best_rule_judged_picks_by_concept_within_fluency(judged):
 
 
 def test_judge_gives_the_verdict_best_gives_for_its_pick(judged):
-    tmp_path, summary, _ = judged
+    tmp_path, _, _ = judged
+    runs = str(tmp_path / "runs")
+    status, out, err = run("judge", "j1", "--storage", runs, "--judge-points", "2",
+                           "--max-new-tokens", "6", "--force", "--json")  # fmt: skip
+    assert status == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
     shown = summary["examples"]
     assert shown["picked"] is not None, shown.get("why")
     rule = shown["rule"] if shown["rule"] == "judged" else "max-pref"
-    status, out, err = run("best", "j1", "--storage", str(tmp_path / "runs"), "--rule", rule,
+    status, out, err = run("best", "j1", "--storage", runs, "--rule", rule,
                            "--out", str(tmp_path / f"verdict-{rule}"), "--json")  # fmt: skip
     assert status in (0, 1), err
     best = json.loads(out)
