@@ -215,3 +215,16 @@ def stop_server(server) -> None:
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory):
+    """A tiny Llama of another width (48): an intervention made for the tiny model does not
+    fit it."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    folder = save_tiny_model(tmp_path_factory.mktemp("wide"), "llama")
+    config = LlamaConfig.from_pretrained(folder)
+    config.hidden_size = 48
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return folder

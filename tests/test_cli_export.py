@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import save_tiny_model
 
 from steerfront.cli import main
 from steerfront.lm import load_model
@@ -95,18 +94,6 @@ BAD = {
     ),
     "unknown format": (["{saved}/vector.safetensors", "--to", "onnx"], "invalid choice: 'onnx'"),
 }
-
-
-@pytest.fixture(scope="module")
-def wide_model(tmp_path_factory):
-    """A tiny Llama of another width (48)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    folder = save_tiny_model(tmp_path_factory.mktemp("wide"), "llama")
-    config = LlamaConfig.from_pretrained(folder)
-    config.hidden_size = 48
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("case", BAD)

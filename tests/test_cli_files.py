@@ -161,19 +161,6 @@ def test_peft_adapter_names_the_model_publicly_and_serve_md_the_local_copy(
 # --- refused from the files and the model's configuration, before the model loads ---------------
 
 
-@pytest.fixture(scope="module")
-def wide_model(tmp_path_factory):
-    """A tiny Llama of another width (48)."""
-    from conftest import save_tiny_model
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    folder = save_tiny_model(tmp_path_factory.mktemp("wide"), "llama")
-    config = LlamaConfig.from_pretrained(folder)
-    config.hidden_size = 48
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    return folder
-
-
 def tampered(folder, saved):
     """A copy of the vector with one byte of its tensors changed."""
     for suffix in (".safetensors", ".json"):
