@@ -14,19 +14,17 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steerfront.errors import SteerfrontError
 from steerfront.files import staged_dir
 from steerfront.search.best import (
     assess,
     front,
     front_volume,
-    pick,
     points,
     without_pairs,
 )
 from steerfront.search.records import SCHEMA, typed
-from steerfront.search.trial import SearchSetup, cached
-from steerfront.search.worker import in_worker, score_and_export
+from steerfront.search.trial import SearchSetup
+from steerfront.search.worker import Settled, in_worker, settle_and_export
 
 if TYPE_CHECKING:
     from steerfront.search.tracking import Tracker
@@ -50,21 +48,16 @@ def write_results(
     done = [r for r in records if r["status"] == "done"]
     axes = (tuple(setup.front_objectives), setup.max_kl)
     plain = front(points(done, extended=False), *axes)
-    extended = front(points(done, extended=True), *axes)
-    best = None
-    try:
-        chosen = pick(extended, max_util_drop=max_util_drop, max_kl=axes[1], objectives=axes[0])
-        cached(setup.store, chosen["train_key"], required=True)  # else the worker would fail
-        best = extended.index(chosen)
-    except SteerfrontError as exc:
-        print(f"steerfront: no best configuration: {exc}", file=sys.stderr)
-    exported = {}
-    if extended:  # dense points reach the front without test scores
-        extended, exported = in_worker(
-            score_and_export, resources, extended, best, setup, max_util_drop
-        )
-    if exported:  # the pick beats the unsteered model (`best`'s verdict)
-        _write_folder(folder / "best", exported)
+    settled = Settled([], None, "the search has no finished trials to pick from", {}, [])
+    if done:  # the model's part: dense points' kl and test metrics, the pick, its export
+        candidates = points(done, extended=True)
+        settled = in_worker(settle_and_export, resources, candidates, setup, max_util_drop)
+    _add_dense_kl(done, settled.dense_kl)
+    extended, best = settled.front, settled.best
+    if settled.problem:
+        print(f"steerfront: no best configuration: {settled.problem}", file=sys.stderr)
+    if settled.files:  # the pick beats the unsteered model (`best`'s verdict)
+        _write_folder(folder / "best", settled.files)
     else:  # an earlier end's pick (before a resume) is not this one
         shutil.rmtree(folder / "best", ignore_errors=True)
     _write_front(folder / "front.parquet", plain, extended)
@@ -92,7 +85,7 @@ def write_results(
         "extended_front": [without_pairs(typed(r)) for r in extended],
         "best": None if chosen is None else without_pairs(typed(chosen)),
         **_verdict(chosen, setup, max_util_drop),
-        "exported": str(folder / "best") if exported else None,
+        "exported": str(folder / "best") if settled.files else None,
         "folder": str(folder),
         "mlflow_tracking_uri": tracker.uri,
         "mlflow_parent_run_id": tracker.parent_run_id,
@@ -103,6 +96,17 @@ def write_results(
     except Exception as exc:  # MLflow down: everything stays in the folder
         print(f"steerfront: warning: MLflow artifacts not logged ({exc})", file=sys.stderr)
     return summary
+
+
+def _add_dense_kl(done: list[dict], scored: list[dict]) -> None:
+    """Keep the kl that settling the front scored for dense points in their trials' records
+    (the hypervolume's history and the plot then know which of them are infeasible)."""
+    by_point = {(s["trial_id"], s["m"]): s for s in scored}
+    for record in done:
+        for point in record.get("dense_points") or []:
+            known = by_point.get((record["trial_id"], point["m"]))
+            if known is not None:
+                point.update({k: v for k, v in known.items() if k not in ("trial_id", "m")})
 
 
 def _verdict(chosen: dict | None, setup: SearchSetup, max_util_drop: float) -> dict:

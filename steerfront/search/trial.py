@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -80,10 +79,10 @@ class SearchSetup:
 
     @property
     def dense_kl(self) -> bool:
-        """Whether a trial scores kl at its dense values of m too (kl decides the front);
-        else only at its own, and the dense points that reach the front get theirs after
-        the search (`score_kl`)."""
-        return "kl" in self.front_objectives or math.isfinite(self.max_kl)
+        """Whether a trial scores kl at its dense values of m too (kl is an objective); else
+        only at its own (about a seventh of the cost: bench/kl_cost.py), and a dense point
+        gets its kl after the search, when it reaches the front (`worker.settle`)."""
+        return "kl" in self.front_objectives
 
     @property
     def store(self) -> Store:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from steerfront.errors import SteerfrontError
-from steerfront.lm import load_config, resolve
+from steerfront.lm import LM, load_config, resolve
 from steerfront.memory import GB, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
-from steerfront.search.best import export, provenance
+from steerfront.search.best import export, front, pick, provenance
 from steerfront.search.space import SearchSpace
+from steerfront.search.tracking import KL_METRICS
 from steerfront.search.trial import (
     SCORED_SPLITS,
     SearchSetup,
@@ -89,22 +90,57 @@ def unsteered(
     return baseline, utils, prefs, layers, memory
 
 
-def score_and_export(
-    rows: list[dict], best: int | None, setup: SearchSetup, max_util_drop: float
-) -> tuple[list[dict], dict[str, bytes]]:
-    """`rows` with their missing test metrics filled in, and the files that export `rows[best]`
-    (paths relative to the export folder): none without `best`, and none unless it beats the
-    unsteered model on test preference (`best`'s verdict)."""
+@dataclass
+class Settled:
+    """The extended front with every point's kl and test metrics, the pick on it (an index;
+    None, with `problem` saying why), the files that export the pick (none unless it beats
+    the unsteered model) and the kl scored for dense points while settling."""
+
+    front: list[dict]
+    best: int | None
+    problem: str | None
+    files: dict[str, bytes]
+    dense_kl: list[dict]
+
+
+def settle(candidates: list[dict], setup: SearchSetup, lm: LM) -> list[dict]:
+    """The front of `candidates` (the extended points) with kl known for each of its points:
+    a dense point's kl is scored only once it reaches the front, and one above `max_kl` then
+    leaves it, uncovering the points it dominated, until every point on it is known."""
+    axes = (tuple(setup.front_objectives), setup.max_kl)
+    while True:
+        rows = front(candidates, *axes)
+        todo = [r for r in rows if r.get("kl") is None]
+        if not todo:
+            return rows
+        score_kl(todo, setup, lm)
+
+
+def settle_and_export(candidates: list[dict], setup: SearchSetup, max_util_drop: float) -> Settled:
+    """The extended front, settled (`settle`) and scored on test, the pick on it (`best`'s
+    default rule) and the files that export it."""
     lm = setup.load()
+    known = {id(r) for r in candidates if r.get("kl") is not None}
+    rows = settle(candidates, setup, lm)
+    scored = [
+        {k: r[k] for k in ("trial_id", "m", *KL_METRICS)}
+        for r in candidates
+        if r["dense"] and id(r) not in known and r.get("kl") is not None
+    ]
+    best, problem, files = None, None, {}
+    try:
+        axes = {"max_kl": setup.max_kl, "objectives": tuple(setup.front_objectives)}
+        chosen = pick(rows, max_util_drop=max_util_drop, **axes)
+        cached(setup.store, chosen["train_key"], required=True)
+        best = rows.index(chosen)
+    except SteerfrontError as exc:
+        problem = str(exc)
     score_test(rows, setup, lm)
-    score_kl(rows, setup, lm)
-    if best is None:
-        return rows, {}
-    about = provenance(asdict(setup), rows[best], max_util_drop)
-    if not about["beats_baseline"]:
-        return rows, {}
-    source = cached(setup.store, rows[best]["train_key"], required=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export(rows[best], Path(tmp) / "best", source, lm, about, replace=True)
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        return rows, {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
+    about = None if best is None else provenance(asdict(setup), rows[best], max_util_drop)
+    if about is not None and about["beats_baseline"]:
+        source = cached(setup.store, rows[best]["train_key"], required=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = export(rows[best], Path(tmp) / "best", source, lm, about, replace=True)
+            paths = sorted(p for p in folder.rglob("*") if p.is_file())
+            files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in paths}
+    return Settled(rows, best, problem, files, scored)

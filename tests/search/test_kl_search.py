@@ -159,3 +159,32 @@ def test_best_honours_max_kl(constrained, capsys):
         assert status == 2 and "no front configuration keeps kl <= 1e-12" in err
     status = main(["best", "k1", "--storage", storage, "--json", "--max-kl", "-1"])
     assert status == 2 and "--max-kl must be above 0" in capsys.readouterr().err
+
+
+def test_settling_scores_kl_only_where_a_dense_point_reaches_the_front(monkeypatch):
+    """With kl a constraint, not an objective, a dense point's kl is scored once it reaches the
+    front; one above --max-kl leaves it and uncovers the point it dominated."""
+    from types import SimpleNamespace
+
+    from steerfront.search import worker
+
+    true_kl = {"B": 0.9, "C": 0.2, "D": 0.0}
+    rows = [
+        row(3.0, -1.0, 0.1, name="A", dense=False),
+        row(5.0, -1.0, None, name="B", dense=True),  # dominates every other point
+        row(4.0, -1.5, None, name="C", dense=True),
+        row(1.0, -2.0, None, name="D", dense=True),  # dominated throughout: never scored
+    ]
+    calls = []
+
+    def score_kl(todo, setup, lm):
+        calls.append([r["name"] for r in todo])
+        for r in todo:
+            r["kl"] = true_kl[r["name"]]
+
+    monkeypatch.setattr(worker, "score_kl", score_kl)
+    setup = SimpleNamespace(front_objectives=("pref_odds", "util_odds"), max_kl=0.5)
+    settled = worker.settle(rows, setup, lm=None)
+    assert calls == [["B"], ["C"]]
+    assert sorted(r["name"] for r in settled) == ["A", "C"]
+    assert rows[3]["kl"] is None
