@@ -33,14 +33,14 @@ from scipy.stats import spearmanr
 from steerfront.data import encode_pairs, load_concept
 from steerfront.data.prompts import neutral_prompts
 from steerfront.defaults import KL_NEW_TOKENS, KL_PROMPTS, SEARCH
-from steerfront.lm import load_model
+from steerfront.lm import LM, load_model
 from steerfront.memory import MemoryCache
 from steerfront.methods import fit
 from steerfront.methods.generate import generate_rows
 from steerfront.methods.objectives import Objective, TrainSpec
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.judge.local import LocalJudge
-from steerfront.scoring.kl import kl_scores, unsteered_answers
+from steerfront.scoring.kl import NeutralAnswers, kl_scores, unsteered_answers
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "anthropic-mwe"
 CONCEPTS = (
@@ -65,7 +65,9 @@ SHARE = 0.9  # ... and the budget is the kl below which this share of points kee
 BOOTSTRAP = 2000
 
 
-def concept_points(lm, spec: str, args, answers, cache: MemoryCache) -> list[dict]:
+def concept_points(
+    lm: LM, spec: str, args: argparse.Namespace, answers: NeutralAnswers, cache: MemoryCache
+) -> list[dict]:
     """Every point of one concept, with its measures and judged scores."""
     pairs = load_concept(spec)
     if len(pairs) > args.max_pairs:  # the shared sets hold ~1000 pairs: a sample is plenty
@@ -83,8 +85,8 @@ def concept_points(lm, spec: str, args, answers, cache: MemoryCache) -> list[dic
     out = []
     for form, objective, layer, grid in INTERVENTIONS:
         start = time.perf_counter()
-        spec_ = TrainSpec(form, layer, Objective(objective), steps=args.steps)
-        intervention = fit(lm, splits.train, spec_)
+        train = TrainSpec(form, layer, Objective(objective), steps=args.steps)
+        intervention = fit(lm, splits.train, train)
         scores = evaluate(lm, test, intervention, list(grid), cache=cache)
         kl = kl_scores(lm, intervention, list(grid), answers, cache).metrics()
         rows = [(p, m) for m in grid for p in prompts]

@@ -46,7 +46,7 @@ def write_results(
     """Fronts, figures, best configuration and artifacts; the summary a search prints. The
     model's part (test metrics of dense points, the export) runs in a worker with `resources`."""
     done = [r for r in records if r["status"] == "done"]
-    axes = (tuple(setup.front_objectives), setup.max_kl)
+    axes = setup.axes
     plain = front(points(done, extended=False), *axes)
     settled = Settled([], None, "the search has no finished trials to pick from", {}, [])
     if done:  # the model's part: dense points' kl and test metrics, the pick, its export

@@ -388,7 +388,7 @@ class Recorder(Callback):
             settings,
         )
         self.records = read_trials(folder)
-        self.axes = (tuple(setup.front_objectives), setup.max_kl)
+        self.axes = setup.axes
         self.reference = volume_reference(setup.baseline, settings.util_floor, *self.axes)
         self.started = time.monotonic()
         self.mlflow_ok = True

@@ -78,6 +78,11 @@ class SearchSetup:
     max_kl: float = SEARCH["max_kl"]  # points above it are infeasible (never on the front)
 
     @property
+    def axes(self) -> tuple[tuple[str, ...], float]:
+        """The front's objectives and kl budget, as `best.front` and `best.pick` take them."""
+        return tuple(self.front_objectives), self.max_kl
+
+    @property
     def dense_kl(self) -> bool:
         """Whether a trial scores kl at its dense values of m too (kl is an objective); else
         only at its own (about a seventh of the cost: bench/kl_cost.py), and a dense point

@@ -94,7 +94,7 @@ def unsteered(
 class Settled:
     """The extended front with every point's kl and test metrics, the pick on it (an index;
     None, with `problem` saying why), the files that export the pick (none unless it beats
-    the unsteered model) and the kl scored for dense points while settling."""
+    the unsteered model) and the dense points' kl (those settling scored among them)."""
 
     front: list[dict]
     best: int | None
@@ -107,9 +107,8 @@ def settle(candidates: list[dict], setup: SearchSetup, lm: LM) -> list[dict]:
     """The front of `candidates` (the extended points) with kl known for each of its points:
     a dense point's kl is scored only once it reaches the front, and one above `max_kl` then
     leaves it, uncovering the points it dominated, until every point on it is known."""
-    axes = (tuple(setup.front_objectives), setup.max_kl)
     while True:
-        rows = front(candidates, *axes)
+        rows = front(candidates, *setup.axes)
         todo = [r for r in rows if r.get("kl") is None]
         if not todo:
             return rows
@@ -120,17 +119,16 @@ def settle_and_export(candidates: list[dict], setup: SearchSetup, max_util_drop:
     """The extended front, settled (`settle`) and scored on test, the pick on it (`best`'s
     default rule) and the files that export it."""
     lm = setup.load()
-    known = {id(r) for r in candidates if r.get("kl") is not None}
     rows = settle(candidates, setup, lm)
     scored = [
         {k: r[k] for k in ("trial_id", "m", *KL_METRICS)}
         for r in candidates
-        if r["dense"] and id(r) not in known and r.get("kl") is not None
+        if r["dense"] and r.get("kl") is not None
     ]
     best, problem, files = None, None, {}
     try:
-        axes = {"max_kl": setup.max_kl, "objectives": tuple(setup.front_objectives)}
-        chosen = pick(rows, max_util_drop=max_util_drop, **axes)
+        objectives, max_kl = setup.axes
+        chosen = pick(rows, max_util_drop=max_util_drop, max_kl=max_kl, objectives=objectives)
         cached(setup.store, chosen["train_key"], required=True)
         best = rows.index(chosen)
     except SteerfrontError as exc:

@@ -183,7 +183,7 @@ def test_settling_scores_kl_only_where_a_dense_point_reaches_the_front(monkeypat
             r["kl"] = true_kl[r["name"]]
 
     monkeypatch.setattr(worker, "score_kl", score_kl)
-    setup = SimpleNamespace(front_objectives=("pref_odds", "util_odds"), max_kl=0.5)
+    setup = SimpleNamespace(axes=(("pref_odds", "util_odds"), 0.5))
     settled = worker.settle(rows, setup, lm=None)
     assert calls == [["B"], ["C"]]
     assert sorted(r["name"] for r in settled) == ["A", "C"]
