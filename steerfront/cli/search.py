@@ -176,7 +176,7 @@ def add(commands: argparse._SubParsersAction) -> None:
         "(minimised); Optuna searches on them (default: "
         f"{','.join(SEARCH['front_objectives'])})",
     )
-    add_max_kl(search, "none")
+    add_max_kl(search, f"{SEARCH['max_kl']:g}; inf: no constraint")
     add_neutral_prompts(search)
     add_judge(search, on_search=True)
     add_output(search, "the summary (last line)")

@@ -68,7 +68,9 @@ def spread(front: list[dict], off: list[dict], k: int) -> list[dict]:
     """Up to `k` points for the agreement of log-odds with the judge, on and off the front:
     half of them (more when too few are off it) evenly along the front (by pref_odds, its ends
     included), the rest off it, taken in turn from each form and evenly over m within a
-    form, so that the ranks compared span the forms and m, not only the front's tradeoff."""
+    form, so that the ranks compared span the forms and m, not only the front's tradeoff. A
+    point at m = 0 is the unsteered model (point 0) again, so it is never taken."""
+    off = [r for r in off if r.get("m")]
     n_off = min(len(off), k - min(len(front), math.ceil(k / 2)))
     n_front = min(len(front), k - n_off)
     chosen = [front[i] for i in _even(len(front), n_front)]

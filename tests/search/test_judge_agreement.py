@@ -44,7 +44,7 @@ def test_points_span_the_front_and_each_form_off_it_over_m():
     off = [
         {"trial_id": f"{form}{i}", "m": float(i), "form": form, "objective": "sft"}
         for form in ("lora", "vector")
-        for i in range(10)
+        for i in range(11)  # m = 0 is the unsteered model again: never taken
     ]
     chosen = spread(front, off, 12)
     assert len(chosen) == 12
@@ -53,6 +53,6 @@ def test_points_span_the_front_and_each_form_off_it_over_m():
     assert {r["form"] for r in rest} == {"lora", "vector"}
     for form in ("lora", "vector"):
         ms = [r["m"] for r in rest if r["form"] == form]
-        assert min(ms) == 0 and max(ms) == 9  # both ends of m
-    assert len(spread(front, off[:3], 12)) == 8  # fewer off the front: all there are
+        assert min(ms) == 1 and max(ms) == 10  # both ends of m
+    assert len(spread(front, off[1:4], 12)) == 8  # fewer off the front: all there are
     assert len(spread(front * 4, [], 12)) == 12

@@ -38,10 +38,11 @@ def test_objectives_and_max_kl_are_checked():
 
 def test_an_infeasible_point_is_never_on_the_front_nor_picked():
     rows = [row(3.0, -1.0, 0.9), row(2.0, -1.0, 0.1), row(1.0, -0.5, 0.05)]
-    assert rows[0] in front(rows)  # no constraint: the highest preference stands
+    assert rows[0] in front(rows, max_kl=math.inf)  # no constraint: the highest pref stands
+    assert front(rows) == [rows[2]]  # the default budget, 0.05 nats
     kept = front(rows, max_kl=0.5)
     assert rows[0] not in kept and rows[1] in kept and rows[2] in kept
-    assert pick(rows) is rows[0]
+    assert pick(rows, max_kl=math.inf) is rows[0]
     assert pick(rows, max_kl=0.5) is rows[1]
     assert pick(rows, rule="knee", max_kl=0.5) in (rows[1], rows[2])
     with pytest.raises(SteerfrontError, match="no front configuration keeps kl <= 0.01"):
@@ -50,7 +51,7 @@ def test_an_infeasible_point_is_never_on_the_front_nor_picked():
 
 def test_a_front_on_preference_and_kl():
     rows = [row(3.0, -5.0, 0.9), row(2.0, 0.0, 0.1), row(1.0, 0.0, 0.3), row(0.5, 0.0, 0.01)]
-    on = front(rows, ("pref_odds", "kl"))
+    on = front(rows, ("pref_odds", "kl"), math.inf)
     assert rows[2] not in on  # less preference and more kl than rows[1]
     assert {id(r) for r in on} == {id(rows[0]), id(rows[1]), id(rows[3])}
     reference = axes.reference({"val_pref_odds": 0.0}, 5.0, ("pref_odds", "kl"), 1.0)
