@@ -14,7 +14,19 @@ wall time; writes `fronts.png` with every front and every point to `points.parqu
 JSON of the fractions by name.
 Targets: tpe_extended >= 0.95 and tpe > random.
 
+With `--priors N` it measures layer priors instead, on the full space (`--space`, else the
+default one: all forms, objectives and layers): TPE guided by `--layer-prior` (navigator by
+default) with N trials, plain TPE with N and random search with 4N, same concept and seed,
+sharing one cache of trained interventions. Each one's hypervolume (extended front with
+`--dense-m`, 0 for the plain one) is measured against the searches' own reference point
+(fixed before the first trial: the unsteered preference and `util_floor` below the unsteered
+utility; the same for all three, whose baselines are the same) and printed with the
+trainings it needs on its own. Last line: JSON with `prior_tpe`, `tpe`, `random_4x` (each
+hypervolume as a share of the best of the three) and `trainings` per method.
+Target: prior_tpe >= both others, with fewer trainings than tpe.
+
     .venv/bin/python bench/search_efficiency.py [--concept risk_seeking] [--m-values 12]
+    .venv/bin/python bench/search_efficiency.py --priors 24 [--concept sentiment]
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ from steerfront.errors import SteerfrontError  # noqa: E402
 from steerfront.lm import load_model  # noqa: E402
 from steerfront.memory import MemoryCache, default_cache_bytes  # noqa: E402
 from steerfront.models import load_checked  # noqa: E402
-from steerfront.search.best import front, points, read_trials  # noqa: E402
+from steerfront.search.best import front, points, read_trials, volume_reference  # noqa: E402
 from steerfront.search.pareto import hypervolume  # noqa: E402
 from steerfront.search.run import (  # noqa: E402
     new_setup,
@@ -55,6 +67,12 @@ from steerfront.search.trial import obtain, score, train_key, train_spec  # noqa
 
 # (name, sampler, dense_m): the strategies that search with a fraction of the grid's trials.
 SEARCHES = (("random", "random", 0), ("tpe", "tpe", 0), ("nsga2", "nsga2", 0))
+# (name, sampler, guided by the layer prior, trials per N): the layer priors' comparison.
+PRIOR_RUNS = (
+    ("prior_tpe", "tpe", True, 1),
+    ("tpe", "tpe", False, 1),
+    ("random_4x", "random", False, 4),
+)
 
 
 def bench_space(path: str | None, layers: list[int] | None) -> SearchSpace:
@@ -86,7 +104,7 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dic
     """Every (form, layer) trained once and scored at `m_values` values of m in one pass."""
     started = time.perf_counter()
     with ray_session(None):  # the baseline comes from a worker, as in a search
-        setup, layers, _ = prepare(space, new_setup(space, settings), settings.resources)
+        setup, layers, _, _ = prepare(space, new_setup(space, settings), settings.resources)
     lm = load_checked(settings.model)
     splits = setup.splits()
     encoded = encode_pairs(lm.tokenizer, splits.val)
@@ -128,6 +146,55 @@ def run_strategy(space: SearchSpace, settings: SearchSettings, cache: Path, exte
     }
 
 
+def volume(result: dict, reference: tuple[float, float]) -> float:
+    """Hypervolume of a strategy's points (pref_odds and util_odds) from `reference`."""
+    xy = np.array([[r["pref_odds"], r["util_odds"]] for r in result["points"]])
+    return hypervolume(xy, reference)
+
+
+def run_priors(args: argparse.Namespace, out: Path, layers: list[int] | None) -> None:
+    """`--priors N`: prior-guided TPE, plain TPE and random search with 4N trials (module
+    docstring)."""
+    space = load_space(args.space, {"layers": layers})
+    cache = out / "cache"
+    cache.mkdir(parents=True)
+    results = {}
+    for name, sampler, guided, times in PRIOR_RUNS:
+        print(f"{name}: {times * args.priors} trials", flush=True)
+        settings = SearchSettings(
+            name=name,
+            model=args.model,
+            concept=args.concept,
+            trials=times * args.priors,
+            sampler=sampler,
+            seed=args.seed,
+            storage=str(out / "runs"),
+            dense_m=args.dense_m,
+            layer_prior=args.layer_prior if guided else "none",
+        )
+        results[name] = run_strategy(space, settings, cache, extended=args.dense_m > 0)
+    state = json.loads((out / "runs" / "prior_tpe" / "search.json").read_text())
+    reference = volume_reference(state["setup"]["baseline"], state["settings"]["util_floor"])
+    volumes = {name: volume(result, reference) for name, result in results.items()}
+    best = max(volumes.values())
+    if best <= 0:
+        raise SystemExit(
+            "no search's front beats the unsteered model: more trials or another concept"
+        )
+    print(f"\nconcept {args.concept}, model {args.model}, seed {args.seed}, reference {reference}")
+    print(f"layer prior ({args.layer_prior}): {state['layer_prior']['scores']}")
+    print(f"{'method':<11}{'trials':>7}{'points':>8}{'trainings':>11}{'wall s':>9}"
+          f"{'hypervolume':>13}{'share':>8}")  # fmt: skip
+    for name, result in results.items():
+        print(
+            f"{name:<11}{result['trials']:>7}{len(result['points']):>8}{result['trainings']:>11}"
+            f"{result['wall_s']:>9.0f}{volumes[name]:>13.3f}{volumes[name] / best:>8.3f}"
+        )
+    summary = {name: round(volumes[name] / best, 4) for name in results}
+    summary["trainings"] = {name: result["trainings"] for name, result in results.items()}
+    print(json.dumps(summary))
+
+
 def plot(results: dict[str, dict], reference: tuple[float, float], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     grid = results["grid"]["points"]
@@ -162,6 +229,12 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.25, help="searches' share of trials")
     parser.add_argument("--dense-m", type=int, default=9, help="dense m of tpe_extended")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--priors", type=int, default=None, metavar="N", help="compare layer priors instead"
+    )
+    parser.add_argument(
+        "--layer-prior", choices=("navigator", "lens"), default="navigator", help="with --priors"
+    )
     parser.add_argument("--out", default="bench-output/search_efficiency")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -169,6 +242,9 @@ def main() -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)  # fresh runs, fresh cache: timings comparable
     layers = [int(v) for v in args.layers.split(",")] if args.layers else None
+    if args.priors:
+        run_priors(args, out, layers)
+        return
     space = bench_space(args.space, layers)
     if not layers:
         n_layers = load_model(args.model).n_layers
@@ -206,8 +282,7 @@ def main() -> None:
     worst = min(r["util_odds"] for r in results["grid"]["points"])
     reference = (baseline["val_pref_odds"], worst)
     for result in results.values():
-        xy = np.array([[r["pref_odds"], r["util_odds"]] for r in result["points"]])
-        result["hypervolume"] = hypervolume(xy, reference)
+        result["hypervolume"] = volume(result, reference)
     grid_volume = results["grid"]["hypervolume"]
     if grid_volume <= 0:
         raise SystemExit("the grid's front does not beat the unsteered model: widen the space")

@@ -46,7 +46,18 @@ TEST_FRACTION = 0.2
 # best by mean rank of navigator score, lens and gain among layers `window` (fractions of the
 # layer count) covers; the gain is measured at the m where kl (on the first `kl_prompts`
 # neutral prompts, `kl_tokens` answer tokens each) reaches `kl` nats per token.
-PRIORS = {"top": 3, "window": (0.2, 0.9), "kl": 0.1, "kl_prompts": 8, "kl_tokens": 16}
+# A search's layer prior (`search --layer-prior`) keeps at least `floor` of each layer's even
+# share of the sampler's layer choice, so the sampler can still find a layer the prior misjudges.
+PRIORS = {
+    "top": 3,
+    "window": (0.2, 0.9),
+    "kl": 0.1,
+    "kl_prompts": 8,
+    "kl_tokens": 16,
+    "floor": 0.25,
+}
+# The priors a search can weight its layer choice by (the gain needs generation: too slow).
+LAYER_PRIORS = ("navigator", "lens", "none")
 
 # The default search space (`steerfront search` with no arguments): small enough to finish
 # within 15 minutes on a 2-core CPU with the default model.
@@ -72,6 +83,9 @@ SEARCH = {
     "val_fraction": 0.2,
     "test_fraction": 0.2,
     "max_util_drop": 1.0,
+    # The layer prior that orders the first trials and weights the sampler's layer choice
+    # (LAYER_PRIORS; none: every layer alike).
+    "layer_prior": "none",
     # Hypervolume counts utility down to this far below the unsteered model's (fixed before the
     # first trial, so a later trial never moves the reference and the numbers only grow).
     "util_floor": 5.0,

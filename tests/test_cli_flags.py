@@ -192,3 +192,46 @@ def test_one_test_pair_is_singular():
     from steerfront.cli.sweep import plural
 
     assert (plural(1, "test pair"), plural(30, "test pair")) == ("1 test pair", "30 test pairs")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--layers", "top:0"], "argument --layers: top:K needs K of at least 1, not 'top:0'"),
+        (["--layers", "top:x"], "argument --layers: expected top:K with K a whole number"),
+        (["--layers", "top:"], "argument --layers: expected top:K with K a whole number"),
+        (["--layers", "top:2"], "--layers top:2: ranks layers by a prior; give --layer-prior"),
+        (["--layers", "top:2", "--layer-prior", "none"], "--layers top:2: ranks layers by a"),
+        (["--layer-prior", "gain"], "argument --layer-prior: invalid choice: 'gain'"),
+    ],
+)
+def test_layer_prior_flags_are_refused_in_one_line(capsys, tmp_path, flags, message):
+    status, out, err = run(capsys, "search", "--storage", str(tmp_path), *flags)
+    assert status == 2 and out == "" and err.count("\n") == 1, err
+    assert message in err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_top_k_above_the_spaces_layers_is_refused_before_ray_starts(
+    capsys, tmp_path, tiny_model_dir
+):
+    flags = ["search", "--model", str(tiny_model_dir), "--storage", str(tmp_path)]
+    status, out, err = run(capsys, *flags, "--layer-prior", "lens", "--layers", "top:2")
+    assert status == 2 and err.count("\n") == 1  # the tiny model's default space: layer 1
+    assert "--layers top:2: the space has only 1 layer ([1])" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_resumed_search_keeps_its_layer_prior(capsys, tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    settings = {"name": "r", "model": "m", "concept": "sentiment", "layer_prior": "lens"}
+    settings["top_layers"] = 2
+    state = {"settings": settings, "space": {}, "setup": {}, "layers": [1, 2]}
+    (folder / "search.json").write_text(json.dumps(state))
+    resume = ["search", "--storage", str(tmp_path), "--resume", "r"]
+    status, _, err = run(capsys, *resume, "--layer-prior", "navigator")
+    assert status == 2 and err.count("\n") == 1
+    assert "--layer-prior: search 'r' was started with lens; a resumed search keeps" in err
+    status, _, err = run(capsys, *resume, "--layers", "top:3", "--layer-prior", "lens")
+    assert status == 2 and "--layers top:K: search 'r' was started with 2" in err

@@ -7,7 +7,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from steerfront.defaults import DEFAULT_CONCEPT, DEFAULT_MODEL, DTYPES, SEARCH
 from steerfront.errors import SteerfrontError
@@ -197,6 +197,24 @@ def ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, not {text!r}"
         ) from None
+
+
+class Top(NamedTuple):
+    """`--layers top:K`: the K best layers by the search's layer prior."""
+
+    k: int
+
+
+def layers_or_top(text: str) -> list[int] | Top:
+    """`--layers`: comma-separated layers, or `top:K`."""
+    if not text.startswith("top:"):
+        return ints(text)
+    k = text.removeprefix("top:")
+    if not re.fullmatch(r"-?\d+", k):
+        raise argparse.ArgumentTypeError(f"expected top:K with K a whole number, not {text!r}")
+    if int(k) < 1:
+        raise argparse.ArgumentTypeError(f"top:K needs K of at least 1, not {text!r}")
+    return Top(int(k))
 
 
 def words(text: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerfront.cli.args import (
+    Top,
     add_concept,
     add_dtype,
     add_end_of_turn,
@@ -21,11 +22,13 @@ from steerfront.cli.args import (
     add_tracking_uri,
     ints,
     judge_settings,
+    layers_or_top,
     max_kl,
     words,
 )
+from steerfront.cli.checks import model_config
 from steerfront.cli.report import describe, print_front, print_judged
-from steerfront.defaults import CACHE_SHARE, SEARCH, SEARCH_SPACE
+from steerfront.defaults import CACHE_SHARE, LAYER_PRIORS, SEARCH, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store, is_uri
 
@@ -73,9 +76,19 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     search.add_argument(
         "--layers",
-        type=ints,
+        type=layers_or_top,
         default=None,
-        help="comma-separated layers (default: every third layer of the middle half)",
+        help="comma-separated layers, or top:K: the K best of the space's layers by "
+        "--layer-prior (default: every third layer of the middle half)",
+    )
+    search.add_argument(
+        "--layer-prior",
+        choices=LAYER_PRIORS,
+        default=None,
+        help="score the layers before the first trial (navigator: LayerNavigator's d + c; "
+        "lens: logit-lens alignment; see steerfront layers): the first trials take its 3 best "
+        "layers and the sampler gives better layers more room (default: "
+        f"{SEARCH['layer_prior']}; a resumed search keeps its own)",
     )
     search.add_argument(
         "--forms",
@@ -194,11 +207,12 @@ def run(args: argparse.Namespace) -> None:
 
     if args.trials < 1:
         raise SteerfrontError(f"--trials must be at least 1, not {args.trials}")
+    top = args.layers.k if isinstance(args.layers, Top) else None
     if args.resume:
-        settings, space = resumed(args)
+        settings, space = resumed(args, top)
     else:
         overrides = {
-            "layers": args.layers,
+            "layers": None if top else args.layers,
             "forms": args.forms,
             "objectives": args.objectives,
             "steps": args.steps,
@@ -223,6 +237,8 @@ def run(args: argparse.Namespace) -> None:
             front_objectives=parse_objectives(args.front_objectives),
             max_kl=max_kl(args.max_kl, SEARCH["max_kl"]),
             neutral_prompts=args.neutral_prompts,
+            layer_prior=args.layer_prior or SEARCH["layer_prior"],
+            top_layers=top,
             end_of_turn=args.end_of_turn,
             per_token=args.per_token,
             storage=args.storage,
@@ -233,6 +249,8 @@ def run(args: argparse.Namespace) -> None:
         )
         judge = judge_settings(args, args.seed)  # bad files or endpoint: before anything runs
         settings.judge = judge and judge.stored()
+        if top is not None:
+            check_top(top, space, settings.model)
         new_folder(settings)
     summary = run_search(space, settings, resume=bool(args.resume))
     if args.json:
@@ -267,7 +285,16 @@ def run(args: argparse.Namespace) -> None:
         print_judged(summary)
 
 
-def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
+def check_top(top: int, space: SearchSpace, model: str) -> None:
+    """`--layers top:K` against the space's layers, from the model's configuration (before
+    Ray starts)."""
+    from steerfront.search.space import check_top as refuse_above
+    from steerfront.search.space import default_layers
+
+    refuse_above(top, space.layers or default_layers(model_config(model).num_hidden_layers))
+
+
+def resumed(args: argparse.Namespace, top: int | None) -> tuple[SearchSettings, SearchSpace]:
     from steerfront.search.settings import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 
@@ -276,6 +303,14 @@ def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
         raise SteerfrontError(f"no search named {args.resume!r} in {args.storage} to resume")
     state = json.loads((store.local / STATE).read_text())
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
+    given = {"--layer-prior": (args.layer_prior, settings.layer_prior)}
+    given["--layers top:K"] = (top, settings.top_layers)
+    for flag, (asked, kept) in given.items():  # the sampler comes back with its own prior
+        if asked is not None and asked != kept:
+            raise SteerfrontError(
+                f"{flag}: search {args.resume!r} was started with {kept or 'none'}; a resumed "
+                "search keeps its layer prior (start a new search to change it)"
+            )
     settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
     settings.tracking_uri = args.tracking_uri or settings.tracking_uri
     if args.judge:  # a judge pass asked for now replaces the one recorded

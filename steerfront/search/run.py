@@ -30,7 +30,7 @@ from steerfront.search.best import front_volume, read_trials, volume_reference
 from steerfront.search.records import PER_PAIR, RESULT_KEYS, write_table
 from steerfront.search.report import RESULT_FILES, write_results
 from steerfront.search.settings import STATE, SearchSettings
-from steerfront.search.space import Sampler, SearchSpace
+from steerfront.search.space import Sampler, SearchSpace, check_top, top_layers
 from steerfront.search.storage import Store, is_uri
 from steerfront.search.tracking import PARAMS, Tracker, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
@@ -60,13 +60,15 @@ def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = Fals
     else:
         setup = new_setup(space, settings)  # a concept too small fails before Ray starts
     with ray_session(settings.address):
-        if resume:
-            layers, memory = state["layers"], None
+        if resume:  # the sampler, prior included, comes back with Tune's saved searcher
+            layers, memory, prior = state["layers"], None, None
         else:  # a space the model cannot have, or a GPU share too small, fails here
-            setup, layers, memory = prepare(space, setup, settings.resources)
+            setup, layers, memory, prior = prepare(
+                space, setup, settings.resources, settings.layer_prior, settings.top_layers
+            )
             if store.uri:
                 shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
-        summary = _run(space, settings, setup, layers, state, memory)
+        summary = _run(space, settings, setup, layers, state, memory, prior)
         if settings.judge and summary["trials"] >= settings.trials:
             from steerfront.search.judge_settings import JudgeSettings
             from steerfront.search.judged import judge_search
@@ -82,9 +84,12 @@ def _run(
     layers: list[int],
     state: dict | None,
     memory: dict[str, float] | None = None,
+    prior: dict | None = None,
 ) -> dict:
     """The search itself, once its input is known to be good (`state`: a resumed search's;
-    `memory`: a new search's resolved memory settings, as `prepare` gives them)."""
+    `memory` and `prior`: a new search's resolved memory settings and layer prior, as
+    `prepare` gives them)."""
+    prior = prior or {"name": "none", "scores": {}}
     resume = state is not None
     store, folder = settings.store, settings.folder
     where = store.uri or folder
@@ -118,16 +123,22 @@ def _run(
                 "front_objectives": ",".join(settings.front_objectives),
                 "max_kl": settings.max_kl,
                 "layers": layers,
+                "layer_prior": prior["name"],
+                "top_layers": settings.top_layers,
                 **(memory or {}),
                 **setup.baseline,
             }
         )
+        for layer, score in prior["scores"].items():  # a chart of the prior over the layers
+            if math.isfinite(score):
+                tracker.log_metric("layer_prior_score", score, step=layer)
         document = json.dumps(
             {
                 "settings": asdict(settings),
                 "space": space.model_dump(mode="json"),
                 "setup": asdict(setup),
                 "layers": layers,
+                "layer_prior": prior,
                 "parent_run_id": tracker.parent_run_id,
             },
             indent=2,
@@ -137,7 +148,9 @@ def _run(
     recorder = Recorder(folder, tracker, setup, settings)
     interrupted = False
     try:
-        _tune(space, settings, setup, layers, recorder, resume)
+        scores = prior["scores"]
+        weights = tuple(scores[layer] for layer in layers) if scores else None
+        _tune(space, settings, setup, layers, recorder, resume, weights)
     except KeyboardInterrupt:
         interrupted = True
     summary = recorder.finish()
@@ -196,14 +209,26 @@ def _neutral_prompts(path: str | None) -> str | None:
 
 
 def prepare(
-    space: SearchSpace, setup: SearchSetup, resources: dict[str, float]
-) -> tuple[SearchSetup, list[int], dict[str, float]]:
+    space: SearchSpace,
+    setup: SearchSetup,
+    resources: dict[str, float],
+    layer_prior: str = "none",
+    top: int | None = None,
+) -> tuple[SearchSetup, list[int], dict[str, float], dict]:
     """Check the space against the model and a trial's memory against its share, and score
-    the unsteered model once, in a Ray worker with a trial's `resources` (inside
-    `ray_session`); `setup` with its baseline, the layers, the memory settings."""
-    baseline, utils, prefs, layers, memory = in_worker(unsteered, resources, setup, space)
-    setup = replace(setup, baseline=baseline, baseline_util=utils, baseline_pref=prefs)
-    return setup, layers, memory
+    the unsteered model (and the layer prior) once, in a Ray worker with a trial's
+    `resources` (inside `ray_session`); `setup` with its baseline, the layers (with `top`,
+    only the prior's `top` best, ascending), the memory settings and the layer prior
+    (`{"name", "scores": {layer: score}}`, every layer of the space scored)."""
+    done = in_worker(unsteered, resources, setup, space, layer_prior)
+    setup = replace(
+        setup, baseline=done.baseline, baseline_util=done.utils, baseline_pref=done.prefs
+    )
+    layers = done.layers
+    if top is not None:
+        check_top(top, layers)
+        layers = sorted(top_layers(layers, [done.prior[layer] for layer in layers], top))
+    return setup, layers, done.memory, {"name": layer_prior, "scores": done.prior}
 
 
 @contextmanager
@@ -228,6 +253,7 @@ def _tune(
     layers: list[int],
     recorder: Recorder,
     resume: bool,
+    prior: tuple[float, ...] | None = None,
 ) -> None:
     import optuna
     from ray import tune
@@ -259,7 +285,7 @@ def _tune(
     if resume:
         tuner = tune.Tuner.restore(store.uri or str(store.local), trainable, resume_errored=False)
     else:
-        sampler = Sampler(space, layers)
+        sampler = Sampler(space, layers, prior)
         objectives = list(setup.front_objectives)
         search = ConstrainedOptunaSearch(
             sampler,

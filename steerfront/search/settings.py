@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steerfront.defaults import DTYPES, SEARCH
+from steerfront.defaults import DTYPES, LAYER_PRIORS, SEARCH
 from steerfront.errors import SteerfrontError
 from steerfront.search import axes
 from steerfront.search.storage import Store
@@ -47,6 +47,8 @@ class SearchSettings:
     front_objectives: tuple[str, ...] = tuple(SEARCH["front_objectives"])  # (axes.CHOICES)
     max_kl: float = SEARCH["max_kl"]  # a point above it is infeasible: kept, never on the front
     neutral_prompts: str | None = None  # kl's neutral prompts file; None: the built-in set
+    layer_prior: str = SEARCH["layer_prior"]  # weights the layer choice (LAYER_PRIORS)
+    top_layers: int | None = None  # keep only this many layers, the prior's best
     judge: dict | None = None  # a judge pass when the search ends (JudgeSettings' fields)
     quiet: bool = False
     extra: dict = field(default_factory=dict)
@@ -67,6 +69,17 @@ class SearchSettings:
             raise SteerfrontError(f"--util-floor must be above 0, not {self.util_floor}")
         self.front_objectives = axes.parse_objectives(self.front_objectives)
         self.max_kl = axes.check_max_kl(self.max_kl)
+        if self.layer_prior not in LAYER_PRIORS:
+            raise SteerfrontError(
+                f"--layer-prior {self.layer_prior!r}: choose from {', '.join(LAYER_PRIORS)}"
+            )
+        if self.top_layers is not None and self.top_layers < 1:
+            raise SteerfrontError(f"--layers top:{self.top_layers}: K must be at least 1")
+        if self.top_layers is not None and self.layer_prior == "none":
+            raise SteerfrontError(
+                f"--layers top:{self.top_layers}: ranks layers by a prior; give --layer-prior "
+                "navigator or lens"
+            )
         if self.dtype not in DTYPES:
             raise SteerfrontError(f"--dtype {self.dtype!r}: choose from {', '.join(DTYPES)}")
 

@@ -6,14 +6,17 @@ is fixed. `m` may differ per form (vector strengths are larger than weight-updat
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from steerfront.defaults import FORMS, OBJECTIVES, SEARCH_SPACE
+from steerfront.defaults import FORMS, OBJECTIVES, PRIORS, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
 
 FloatRange = tuple[float, float]
@@ -111,16 +114,63 @@ def default_layers(n_layers: int) -> list[int]:
     return list(range(n_layers // 4, (3 * n_layers) // 4 + 1, 3)) or [n_layers // 2]
 
 
+def layer_weights(scores: Sequence[float], floor: float = PRIORS["floor"]) -> np.ndarray:
+    """The share of the sampler's layer choice each layer gets from its prior `scores`.
+
+    `(1 - floor) · softmax(z) + floor / n`, with `z` the scores standardised over the layers.
+    Standardised, because the priors share no scale (the navigator lies in [-1, 2], the lens
+    in vocabulary standard deviations) and only how far a layer stands out among the searched
+    ones should matter; softmax rather than ranks, because ranks would give a clear leader
+    and a near tie the same room (with z from -1.5 to 1.5 the best layer gets about 20 times
+    the worst's softmax share). The floor keeps every layer at least `floor` of its even share:
+    the prior is a guess made before any training, and the sampler must be able to overrule
+    it. Equal scores (or one layer) give every layer the same share; a non-finite score
+    counts as the lowest finite one.
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(x)
+    x = np.where(finite, x, x[finite].min() if finite.any() else 0.0)
+    spread = x.std()
+    z = (x - x.mean()) / spread if spread > 0 else np.zeros_like(x)
+    soft = np.exp(z - z.max())
+    return (1 - floor) * soft / soft.sum() + floor / len(x)
+
+
+def top_layers(layers: Sequence[int], scores: Sequence[float], k: int) -> list[int]:
+    """The `k` layers with the highest scores, best first (ties: the lower layer)."""
+    order = sorted(range(len(layers)), key=lambda j: (-_finite(scores[j]), layers[j]))
+    return [layers[j] for j in order[:k]]
+
+
+def check_top(top: int, layers: Sequence[int]) -> None:
+    """Refuse `--layers top:K` with K above the number of layers the space searches."""
+    if top > len(layers):
+        count = f"{len(layers)} layer{'s' if len(layers) != 1 else ''}"
+        raise SteerfrontError(f"--layers top:{top}: the space has only {count} ({list(layers)})")
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
 @dataclass(frozen=True)
 class Sampler:
     """Optuna's define-by-run space (a picklable callable: Tune checkpoints its searcher).
 
     Conditional choices get names of their own (`objective_lora`, `m_vector`, ...), so every
     name keeps one fixed distribution.
+
+    With a layer `prior` (a score per layer of `layers`), the layer comes from a float
+    `layer_q` in [0, 1] through the prior-weighted CDF over `layers` (`layer_weights`): each
+    layer owns an interval as wide as its weight, so random draws and TPE's model of the good
+    region (a density over `layer_q`) both start with the good layers taking more room, and
+    neighbouring intervals are neighbouring layers. Without one, the layer is a categorical
+    choice, as it always was.
     """
 
     space: SearchSpace
     layers: list[int]
+    prior: tuple[float, ...] | None = None
 
     def __call__(self, trial: Any) -> dict:
         space = self.space
@@ -129,7 +179,7 @@ class Sampler:
         config = {
             "form": form,
             "objective": _pick(trial, f"objective_{form}", objectives),
-            "layer": _pick(trial, "layer", self.layers),
+            "layer": self._layer(trial),
             "m": _pick(trial, f"m_{form}", space.m[form]),
         }
         if form == "lora":
@@ -147,7 +197,8 @@ class Sampler:
 
     def first_points(self) -> list[dict]:
         """The first trials: one per form, then one for each objective not yet tried, so a
-        short search tries every form (and objective) before the sampler takes over.
+        short search tries every form (and objective) before the sampler takes over; with a
+        layer prior, at the prior's best layers (`PRIORS["top"]`), best first, in turn.
         Partial points: Optuna samples the rest."""
         forms, objectives = self.space.forms, self.space.objectives
         pairs: list[tuple[str, str]] = []
@@ -160,7 +211,25 @@ class Sampler:
                 form = "vector" if objective == "diffmean" else forms[len(pairs) % len(forms)]
                 if form in forms:
                     pairs.append((form, objective))
-        return [{"form": form, f"objective_{form}": objective} for form, objective in pairs]
+        points = [{"form": form, f"objective_{form}": objective} for form, objective in pairs]
+        if self.prior is not None and len(self.layers) > 1:  # the prior's best layers, in turn
+            best = top_layers(self.layers, self.prior, PRIORS["top"])
+            for j, point in enumerate(points):
+                point["layer_q"] = self.layer_q(best[j % len(best)])
+        return points
+
+    def _layer(self, trial: Any) -> int:
+        if self.prior is None or len(self.layers) == 1:
+            return _pick(trial, "layer", self.layers)
+        edges = np.cumsum(layer_weights(self.prior))
+        q = trial.suggest_float("layer_q", 0.0, 1.0)
+        return self.layers[min(int(np.searchsorted(edges, q, side="right")), len(edges) - 1)]
+
+    def layer_q(self, layer: int) -> float:
+        """The middle of `layer`'s interval of `layer_q` (where a first trial puts it)."""
+        edges = np.concatenate([[0.0], np.cumsum(layer_weights(self.prior))])
+        j = self.layers.index(layer)
+        return float((edges[j] + edges[j + 1]) / 2)
 
 
 def _pick(trial: Any, name: str, values: Any, log: bool = False) -> Any:

@@ -18,6 +18,7 @@ from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_config, resolve
 from steerfront.memory import GB, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
+from steerfront.scoring.priors import layer_scores
 from steerfront.search.best import export, front, pick, provenance
 from steerfront.search.space import SearchSpace
 from steerfront.search.tracking import KL_METRICS
@@ -48,17 +49,24 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
         raise SteerfrontError(str(exc.cause)) from None
 
 
-def unsteered(
-    setup: SearchSetup, space: SearchSpace
-) -> tuple[
-    dict[str, float], dict[str, list[float]], dict[str, list[float]], list[int], dict[str, float]
-]:
-    """The unsteered model's metrics per scored split (with their intervals), its per-pair
-    utility (what each trial's util_drop is measured against) and preference (what `best`'s
-    paired verdict measures a pick's gain against), the layers to search and the
-    memory settings (`cache_gb`, and on a GPU `trial_memory_gb`). The space is checked against
-    the model's configuration, and a trial's memory against its share of the GPU, before the
-    model loads."""
+@dataclass
+class Unsteered:
+    """What the search learns from the model before its first trial (`unsteered`)."""
+
+    baseline: dict[str, float]  # the unsteered metrics per scored split, with their intervals
+    utils: dict[str, list[float]]  # per split, per pair: what each trial's util_drop is against
+    prefs: dict[str, list[float]]  # per split, per pair: what best's paired verdict is against
+    layers: list[int]  # the layers to search
+    memory: dict[str, float]  # `cache_gb`, and on a GPU `trial_memory_gb`
+    prior: dict[int, float]  # the layer prior's score per layer searched; empty for none
+
+
+def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Unsteered:
+    """The unsteered model's scores, the layers to search, the memory settings and, unless
+    `prior` is none, the layer prior's scores of those layers (`scoring.priors`: the
+    navigator's d + c, or the lens), from one pass over the training pairs while the model is
+    loaded here anyway. The space is checked against the model's configuration, and a trial's
+    memory against its share of the GPU, before the model loads."""
     config = load_config(setup.model)
     device, dtype = resolve(setup.device, setup.dtype)
     d, ff = config.hidden_size, config.intermediate_size  # the down-projection's shape
@@ -87,7 +95,12 @@ def unsteered(
         baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
     neutral_answers(lm, setup)  # once, before the trials (which read them from the cache)
     baseline["val_kl"] = 0.0  # the unsteered model's kl from itself, by definition
-    return baseline, utils, prefs, layers, memory
+    scores = {}
+    if prior != "none":
+        priors = layer_scores(lm, setup.encode(lm, splits.train), layers=layers)
+        values = priors.score if prior == "navigator" else priors.lens
+        scores = {layer: float(v) for layer, v in zip(priors.layers, values, strict=True)}
+    return Unsteered(baseline, utils, prefs, layers, memory, scores)
 
 
 @dataclass

@@ -70,7 +70,9 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
         dtype="float32",
     )
     space = load_space(None, {"layers": [1], "forms": ["vector"]})
-    baseline, utils, prefs, _, _ = unsteered(setup, space)
+    done = unsteered(setup, space)
+    baseline, utils, prefs = done.baseline, done.utils, done.prefs
+    assert done.prior == {}  # no layer prior unless one is asked for
     lm = load_model(str(tiny_model_dir))
     splits = setup.splits()
     for split in ("val", "test"):
