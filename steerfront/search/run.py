@@ -32,7 +32,7 @@ from steerfront.search.report import RESULT_FILES, write_results
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.space import Sampler, SearchSpace
 from steerfront.search.storage import Store, is_uri
-from steerfront.search.tracking import PARAMS, Tracker, tracking_uri
+from steerfront.search.tracking import PARAMS, Tracker, prompted_metrics, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
 from steerfront.search.worker import in_worker, unsteered
 
@@ -122,6 +122,7 @@ def _run(
                 **setup.baseline,
             }
         )
+        tracker.log_parent_metrics(prompted_metrics(setup.prompted))
         document = json.dumps(
             {
                 "settings": asdict(settings),
@@ -201,9 +202,8 @@ def prepare(
     """Check the space against the model and a trial's memory against its share, and score
     the unsteered model once, in a Ray worker with a trial's `resources` (inside
     `ray_session`); `setup` with its baseline, the layers, the memory settings."""
-    baseline, utils, prefs, layers, memory = in_worker(unsteered, resources, setup, space)
-    setup = replace(setup, baseline=baseline, baseline_util=utils, baseline_pref=prefs)
-    return setup, layers, memory
+    scores, layers, memory = in_worker(unsteered, resources, setup, space)
+    return replace(setup, **scores), layers, memory
 
 
 @contextmanager
