@@ -46,7 +46,7 @@ from steerfront.search.judge_settings import (
 from steerfront.search.report import plot_judged
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.tracking import log_judged
-from steerfront.search.trial import SearchSetup, cached
+from steerfront.search.trial import SearchSetup, asked_concept, cached
 
 
 def generate_and_score(
@@ -105,8 +105,8 @@ def generate_and_score(
 
 def probe_concept(setup: SearchSetup, settings: JudgeSettings) -> str:
     """What the probe's examples are asked to express: `--concept-text`, else what the
-    prompted baseline asks for (`SearchSetup.asked_concept`)."""
-    return settings.concept_text or setup.asked_concept
+    prompted baseline asks for (`trial.asked_concept`)."""
+    return settings.concept_text or asked_concept(setup.concept)
 
 
 def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:

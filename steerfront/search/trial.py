@@ -96,11 +96,8 @@ class SearchSetup:
         return tuple(self.front_objectives), self.max_kl
 
     @property
-    def asked_concept(self) -> str:
-        return asked_concept(self.concept)
-
-    @property
     def instruction(self) -> str:
+        """The prompted baseline's instruction for this search's concept."""
         return prompting_instruction(self.concept)
 
     @property

@@ -149,8 +149,8 @@ def test_the_prompted_baseline_is_the_unsteered_model_asked_for_the_concept(
 
 
 def test_the_instruction_of_a_concept_file_names_it_in_words():
-    from steerfront.search.trial import SearchSetup
+    from steerfront.search.trial import SearchSetup, asked_concept
 
     setup = SearchSetup("m", "/data/speaking_like_a_pirate.jsonl", None, 0.2, 0.2, 0, "/t", "s", {})
-    assert setup.asked_concept == "speaking like a pirate"
+    assert asked_concept(setup.concept) == "speaking like a pirate"
     assert setup.instruction.endswith("clearly express this: speaking like a pirate.")
