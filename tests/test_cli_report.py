@@ -1,6 +1,6 @@
 """The printers the commands share (`steerfront.cli.report`)."""
 
-from steerfront.cli.report import cell, describe, interval, print_judged
+from steerfront.cli.report import cell, describe, interval, print_front, print_judged
 from steerfront.search.judged import judge_warnings
 
 POINT = {"point": 1, "form": "vector", "objective": "diffmean", "layer": 1, "m": 4.0}
@@ -63,3 +63,35 @@ def test_the_judged_pick_is_printed_with_its_verdict(capsys):
         "verdict: beats the unsteered model on test preference: gain +3.54 [2.87, 4.21] over "
         "30 pairs\n"
     ) in out
+
+
+def test_the_judged_table_shows_the_prompted_row(capsys):
+    judged = summary(0.9)
+    prompted = {**POINT, "point": -1, "form": None, "objective": None, "layer": None, "m": 0.0}
+    judged["judged"].insert(1, {**prompted, "pref_odds": 2.0, "util_odds": -3.0, "concept": 0.7})
+    print_judged(judged)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:4]] == ["unsteered", "prompted", "1"]
+    assert lines[2].split()[-1] == "0.700"  # its concept score
+
+
+BASELINE = {"val_pref_odds": 1.0, "val_pref_odds_lo": 0.5, "val_pref_odds_hi": 1.5,
+            "val_util_odds": -2.0, "val_kl": 0.0, "test_pref_odds": 0.9}  # fmt: skip
+PROMPTED = {"val_pref_odds": 2.5, "val_pref_odds_lo": 2.0, "val_pref_odds_hi": 3.0,
+            "val_util_odds": -2.4, "val_util_drop": 0.4, "val_kl": 0.12, "val_kl_lo": 0.1,
+            "val_kl_hi": 0.15, "test_pref_odds": 2.2}  # fmt: skip
+
+
+def test_the_front_table_shows_both_baselines_and_numbers_the_points_from_1(capsys):
+    row = {**POINT, "pref_odds": 3.0, "util_odds": -2.5, "util_drop": 0.5, "kl": 0.2}
+    print_front([row, {**row, "dense": True}], {"unsteered": BASELINE, "prompted": PROMPTED})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["unsteered", "-"], ["prompted", "-"], ["1", "trial"], ["2", "dense"]
+    ]  # fmt: skip
+    assert "1.000 [0.50,1.50]" in lines[1] and lines[1].split()[-1] == "0"  # kl 0
+    assert "2.500 [2.00,3.00]" in lines[2] and "0.120 [0.10,0.15]" in lines[2]
+    assert "0.400" in lines[2] and "2.200" in lines[2]  # its util_drop and test preference
+    print_front([row], {"unsteered": BASELINE, "prompted": None})  # a search made before it
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["unsteered", "1"]

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from steerfront.methods.export import formats_for
     from steerfront.search.best import (
         assess,
+        baselines,
         export,
         intervals,
         pick,
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         document = {
             "best": without_pairs(record),
             "baseline": setup["baseline"],
+            "baselines": baselines(setup),
             "ci": intervals(record),
             **assessment,
             "exported": None if exported is None else str(exported),

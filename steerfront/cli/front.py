@@ -1,4 +1,4 @@
-"""`steerfront front`: a search's Pareto front, below the unsteered model."""
+"""`steerfront front`: a search's Pareto front, below the unsteered and prompted models."""
 
 from __future__ import annotations
 
@@ -14,19 +14,21 @@ def add(commands: argparse._SubParsersAction) -> None:
     add_finished_search(front)
     add_output(
         front,
-        '{"baseline": the unsteered model\'s scores, "front": the points}',
+        '{"baseline": the unsteered model\'s scores, "baselines": {"unsteered", "prompted"}, '
+        '"front": the points}',
         progress=False,
     )
     front.set_defaults(run=run, parser=front)
 
 
 def run(args: argparse.Namespace) -> None:
-    from steerfront.search.best import read_front
+    from steerfront.search.best import baselines, read_front
 
     store = search_store(args.search, args.storage)
-    baseline = search_state(store)["setup"]["baseline"]
+    setup = search_state(store)["setup"]
     rows = read_front(store.local, extended=not args.plain)
+    both = baselines(setup)
     if args.json:
-        print(json.dumps({"baseline": baseline, "front": rows}))
+        print(json.dumps({"baseline": setup["baseline"], "baselines": both, "front": rows}))
         return
-    print_front(rows, baseline)
+    print_front(rows, both)

@@ -7,6 +7,7 @@ import itertools
 import sys
 
 from steerfront.search.best import verdict
+from steerfront.search.judge_points import BASELINES
 
 
 def describe(record: dict) -> str:
@@ -26,30 +27,35 @@ def describe(record: dict) -> str:
     return ", ".join(parts)
 
 
-def print_front(rows: list[dict], baseline: dict) -> None:
-    """The unsteered model, then one line per front point, numbered from 1 as `export --point`
-    counts (`dense`: a point of the extended front that is not a trial's own result); log-odds
-    with their 95% intervals."""
+def print_front(rows: list[dict], baselines: dict) -> None:
+    """The unsteered model and the prompted one (`best.baselines`; a search made before the
+    prompted baseline has none), then one line per front point, numbered from 1 as
+    `export --point` counts (`dense`: a point of the extended front that is not a trial's own
+    result); log-odds with their 95% intervals."""
     narrow = ("point", "form", "objective", "layer", "m", "rank", "gamma")
     wide = ("pref val", "util val", "drop val", "pref test", "util test", "kl")
     print(" ".join(f"{h:>12}" for h in narrow) + " " + " ".join(f"{h:>21}" for h in wide))
     scores = ("pref_odds", "util_odds", "util_drop", "test_pref_odds", "test_util_odds", "kl")
-    unsteered = {
-        "point": "unsteered",
-        "pref_odds": baseline.get("val_pref_odds"),
-        "util_odds": baseline.get("val_util_odds"),
-        "util_drop": 0.0,
-        "kl": 0.0,  # the unsteered model's kl from itself
-        **{f"pref_odds{e}": baseline.get(f"val_pref_odds{e}") for e in ("_lo", "_hi")},
-        **{f"util_odds{e}": baseline.get(f"val_util_odds{e}") for e in ("_lo", "_hi")},
-        **{k: v for k, v in baseline.items() if k.startswith("test_")},
-    }
-    for number, r in enumerate([unsteered, *rows]):  # numbered as `export --point` counts
-        point = r.get("point") or f"{number} {'dense' if r.get('dense') else 'trial'}"
-        cells = [point, r.get("form"), r.get("objective"), r.get("layer"), r.get("m")]
+    shown = [baseline_row(name, row) for name, row in baselines.items() if row is not None]
+    for number, r in enumerate(rows, start=1):  # numbered as `export --point` counts
+        shown.append({**r, "point": f"{number} {'dense' if r.get('dense') else 'trial'}"})
+    for r in shown:
+        cells = [r["point"], r.get("form"), r.get("objective"), r.get("layer"), r.get("m")]
         cells += [r.get("rank"), r.get("gamma")]
         line = " ".join(f"{cell(c):>12}" for c in cells)
         print(line + " " + " ".join(f"{interval(r, k):>21}" for k in scores))
+
+
+def baseline_row(name: str, baseline: dict) -> dict:
+    """A baseline's scores (`val_*`, `test_*`) as a front row: the unsteered model's util_drop
+    and kl are 0 by definition, the prompted model's its own."""
+    row = {"point": name, "util_drop": 0.0, "kl": 0.0}
+    for key, value in baseline.items():
+        if key.startswith("val_"):
+            row[key.removeprefix("val_")] = value
+        elif key.startswith("test_"):
+            row[key] = value
+    return row
 
 
 def interval(record: dict, key: str) -> str:
@@ -69,14 +75,14 @@ def cell(value: object) -> str:
 
 
 def print_judged(summary: dict) -> None:
-    """The judged points below the unsteered model, the agreement of log-odds with the judge,
-    and two generations of the picked point beside the unsteered model's."""
+    """The judged points below the unsteered and prompted models, the agreement of log-odds
+    with the judge, and two generations of the picked point beside the unsteered model's."""
     judged = summary["judged"]
     names = [k for k in judged[0] if k not in _JUDGED_FIELDS]
     head = ("point", "form", "objective", "layer", "m", "pref val", "util val", "kl")
     print(" ".join(f"{h:>12}" for h in (*head, *names)))
     for r in judged:
-        cells = ["unsteered" if r["point"] == 0 else r["point"], r["form"], r["objective"]]
+        cells = [BASELINES.get(r["point"], r["point"]), r["form"], r["objective"]]
         cells += [r["layer"], r["m"], r["pref_odds"], r["util_odds"], r.get("kl")]
         cells += [r[n] for n in names]
         print(" ".join(f"{cell(c):>12}" for c in cells))
@@ -125,7 +131,7 @@ def print_judged(summary: dict) -> None:
 
 _JUDGED_FIELDS = (
     "point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma", "pref_odds",
-    "util_odds", "kl", "n", "probe_accuracy", "unparsed", "on_front",
+    "util_odds", "kl", "n", "probe_accuracy", "unparsed", "on_front", "asked",
 )  # fmt: skip
 
 

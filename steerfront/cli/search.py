@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(summary, default=str))
         return
-    print_front(summary["extended_front"], summary["baseline"])
+    print_front(summary["extended_front"], summary["baselines"])
     if summary["infeasible"]:
         print(f"{summary['infeasible']} trials over --max-kl {summary['max_kl']:g} (kept in "
               "trials.parquet, feasible false; never on the front)")  # fmt: skip

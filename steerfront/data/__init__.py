@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from steerfront.data.loaders import FORMATS, load_pairs
-from steerfront.data.schema import PairSet, PolarityPair, Splits
+from steerfront.data.schema import PairSet, PolarityPair, Splits, instructed
 from steerfront.data.tokenize import (
     EncodedPair,
     encode_pairs,
@@ -24,6 +24,7 @@ __all__ = [
     "builtin_names",
     "encode_pairs",
     "end_of_turn_tokens",
+    "instructed",
     "load_concept",
     "load_pairs",
     "render_prompt",

@@ -29,6 +29,13 @@ class PolarityPair:
         }
 
 
+def instructed(prompt: str, instruction: str) -> str:
+    """`prompt` with `instruction` after it, as one user message: how the unsteered model is
+    asked to express a concept (the local judge's probe examples, the prompted baseline). An
+    empty instruction leaves the prompt as it is."""
+    return f"{prompt}\n\n{instruction}" if instruction else prompt
+
+
 class Splits(NamedTuple):
     """Train (to fit), validation (to select on) and test (to report) pairs."""
 
@@ -68,6 +75,15 @@ class PairSet:
 
     def subset(self, indices: list[int], suffix: str) -> PairSet:
         return PairSet(f"{self.name}:{suffix}", tuple(self.pairs[i] for i in indices))
+
+    def instructed(self, instruction: str) -> PairSet:
+        """The same pairs with `instruction` in each prompt (`instructed`): what the prompted
+        baseline is scored on, the completions unchanged."""
+        pairs = tuple(
+            PolarityPair(instructed(p.prompt, instruction), p.positive, p.negative, p.meta)
+            for p in self.pairs
+        )
+        return PairSet(f"{self.name}:instructed", pairs)
 
     def split(self, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
         """Deterministic seeded three-way split; each part keeps the original order.

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import transformers
 
-from steerfront.data import render_prompt
+from steerfront.data import instructed, render_prompt
 from steerfront.defaults import KL_NEW_TOKENS, KL_TOKENS
 from steerfront.errors import SteerfrontError
 from steerfront.files import cache_dir, write_atomic
@@ -134,18 +134,7 @@ def unsteered_answers(
         raise SteerfrontError(f"answer length must be a whole number, not {max_new_tokens!r}")
     if max_new_tokens < 1:
         raise SteerfrontError(f"answer length must be at least 1 token, not {max_new_tokens}")
-    templated = lm.chat_template is not None
-    prompt_ids = tuple(
-        tuple(
-            lm.tokenizer(render_prompt(lm.tokenizer, p), add_special_tokens=not templated)[
-                "input_ids"
-            ]
-        )
-        for p in prompts
-    )
-    empty = [p for p, ids in zip(prompts, prompt_ids, strict=True) if not ids]
-    if empty:
-        raise SteerfrontError(f"neutral prompt {empty[0]!r} has no tokens")
+    prompt_ids = _prompt_ids(lm, prompts)
     fingerprint = _fingerprint(lm, prompt_ids, max_new_tokens, seed, temperature)
     path = answers_path(fingerprint)
     answer_ids = _read_answers(path, prompt_ids)
@@ -164,6 +153,23 @@ def unsteered_answers(
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(record).encode())
     return NeutralAnswers(tuple(prompts), prompt_ids, tuple(answer_ids), fingerprint)
+
+
+def _prompt_ids(lm: LM, prompts: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+    """Each prompt's token ids as the model reads it (chat template when it has one)."""
+    templated = lm.chat_template is not None
+    prompt_ids = tuple(
+        tuple(
+            lm.tokenizer(render_prompt(lm.tokenizer, p), add_special_tokens=not templated)[
+                "input_ids"
+            ]
+        )
+        for p in prompts
+    )
+    empty = [p for p, ids in zip(prompts, prompt_ids, strict=True) if not ids]
+    if empty:
+        raise SteerfrontError(f"neutral prompt {empty[0]!r} has no tokens")
+    return prompt_ids
 
 
 def _fingerprint(
@@ -369,14 +375,7 @@ def kl_scores(
     keeps the frozen prefix and the unsteered states for later calls (a worker's cache;
     without it, nothing is kept)."""
     grid = check_grid(m)
-    if tokens is not None and (
-        isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1
-    ):
-        raise SteerfrontError(f"kl: tokens to score must be at least 1, not {tokens!r}")
-    if not len(answers):
-        raise SteerfrontError("kl: no neutral answers to score")
-    if tokens is not None and tokens >= max(map(len, answers.answer_ids)):
-        tokens = None  # every token: one cache key
+    tokens = _scored_tokens(answers, tokens)
     items = _items(answers, tokens)
     counts = np.array([len(e.answer) for e in items])
     zero = np.zeros((len(items), len(grid)))
@@ -411,6 +410,66 @@ def kl_scores(
             np.add.at(sums, prompt, per_token)
             first[prompt[c == 0]] = per_token[c == 0]
     return KLScores(grid, sums / counts[:, None], first, counts)
+
+
+def _scored_tokens(answers: NeutralAnswers, tokens: int | None) -> int | None:
+    """`tokens` checked; None (every token: one cache key) when it covers every answer."""
+    if tokens is not None and (
+        isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1
+    ):
+        raise SteerfrontError(f"kl: tokens to score must be at least 1, not {tokens!r}")
+    if not len(answers):
+        raise SteerfrontError("kl: no neutral answers to score")
+    if tokens is not None and tokens >= max(map(len, answers.answer_ids)):
+        return None
+    return tokens
+
+
+@torch.no_grad()
+def prompted_kl(
+    lm: LM,
+    answers: NeutralAnswers,
+    instruction: str,
+    cache: MemoryCache | None = None,
+    tokens: int | None = KL_TOKENS,
+) -> KLScores:
+    """`kl` and `kl_first` of the prompted baseline, per prompt: KL(unsteered on the plain
+    neutral prompt ‖ unsteered with `instruction` in it, `data.instructed`) at each scored token
+    of the unsteered `answers`, teacher-forced, as `kl_scores` measures a steered model (one
+    column, m = 0: no intervention). What asking for the concept costs on neutral text, beside
+    what steering costs. The plain side is read from `cache` as `kl_scores` keeps it."""
+    tokens = _scored_tokens(answers, tokens)
+    items = _items(answers, tokens)
+    prompts = _prompt_ids(lm, [instructed(p, instruction) for p in answers.prompts])
+    asked = [_Item(p, e.answer) for p, e in zip(prompts, items, strict=True)]
+    cache = cache if cache is not None else MemoryCache(0)
+    key = (id(lm.model), answers.fingerprint, tokens)
+    batches = cache.get(("kl-batches", *key), lambda: _batches(lm, items))
+    plain = _by_item(batches, cache.get(("kl-unsteered", *key), lambda: _unsteered(lm, batches)))
+    asked_batches = _batches(lm, asked)
+    told = _by_item(asked_batches, _unsteered(lm, asked_batches))
+    kl, first = np.zeros((len(items), 1)), np.zeros((len(items), 1))
+    for i, (base, other) in enumerate(zip(plain, told, strict=True)):
+        per_token = kl_from_logits(_logits(lm, *base), _logits(lm, *other)[:, None])[:, 0]
+        kl[i, 0], first[i, 0] = per_token.double().mean().item(), per_token[0].item()
+    counts = np.array([len(e.answer) for e in items])
+    return KLScores(np.zeros(1), kl, first, counts)
+
+
+def _by_item(batches: list[PackedBatch], unsteered: _Unsteered) -> list[tuple[torch.Tensor, bool]]:
+    """`_unsteered`'s rows split per item (in item order): its states or logits at the item's
+    answer positions, and whether they are logits."""
+    out: dict[int, tuple[torch.Tensor, bool]] = {}
+    for batch, rows in zip(batches, unsteered.rows, strict=True):
+        parts = rows.split(batch.pos_valid.sum(1).tolist())
+        for i, part in zip(batch.pairs.tolist(), parts, strict=True):
+            out[i] = (part, unsteered.logits)
+    return [out[i] for i in range(len(out))]
+
+
+def _logits(lm: LM, rows: torch.Tensor, logits: bool) -> torch.Tensor:
+    """Logits (tokens, V) from `_unsteered`'s rows, logits already or final-normed states."""
+    return rows.float() if logits else lm.head(rows).float()
 
 
 def _shared_prompt(

@@ -151,7 +151,7 @@ def pick_judged(
     allowed = [
         r
         for r in judged
-        if r["point"]
+        if r["point"] > 0  # a steered point: not the unsteered (0) nor the prompted (-1) model
         and r.get("concept") is not None
         and (r.get("fluency") or 0) >= floor
         and axes.feasible(r, max_kl)
@@ -195,11 +195,15 @@ def assess(record: dict, setup: dict, max_util_drop: float) -> dict:
     """The verdict on a point against the unsteered model, on the test pairs both were scored
     on: `gain` and `util_gain` (per pair, point minus unsteered: mean, lo, hi, pairs),
     `beats_baseline` (the gain's interval lies above 0; None when unknown, with the reason in
-    `unknown`) and `utility` (the point's test util_drop against the budget `max_util_drop`)."""
+    `unknown`), `prompted_gain` and `beats_prompted` the same against the prompted baseline
+    (None for a search made before it existed) and `utility` (the point's test util_drop
+    against the budget `max_util_drop`)."""
     seed = setup["seed"]
     base_pref = (setup.get("baseline_pref") or {}).get("test")
     base_util = (setup.get("baseline_util") or {}).get("test")
+    prompted_pref = (setup.get("prompted_pref") or {}).get("test")
     gain = paired_gain(record.get("test_pref_pairs"), base_pref, seed)
+    prompted_gain = paired_gain(record.get("test_pref_pairs"), prompted_pref, seed)
     util_gain = paired_gain(record.get("test_util_pairs"), base_util, seed)
     unknown = None
     if record.get("test_pref_odds") is None:
@@ -222,6 +226,8 @@ def assess(record: dict, setup: dict, max_util_drop: float) -> dict:
         "beats_baseline": None if gain is None else bool(gain["lo"] > 0),
         "gain": gain,
         "util_gain": util_gain,
+        "beats_prompted": None if prompted_gain is None else bool(prompted_gain["lo"] > 0),
+        "prompted_gain": prompted_gain,
         "utility": utility,
         "unknown": unknown,
     }
@@ -238,7 +244,8 @@ def intervals(record: dict) -> dict[str, list[float]]:
 
 def verdict(assessment: dict) -> str:
     """Two plain lines from `assess`: does the point beat the unsteered model on test
-    preference (the per-pair gain), and where is its test utility against the budget?"""
+    preference (the per-pair gain), and the prompted model (when the search scored it), and
+    where is its test utility against the budget?"""
     gain = assessment["gain"]
     if assessment.get("unknown") or gain is None:
         why = assessment.get("unknown") or "no per-pair test scores"
@@ -255,6 +262,12 @@ def verdict(assessment: dict) -> str:
                 "verdict: does NOT beat the unsteered model on test preference beyond the "
                 f"noise: {shown}"
             ]
+        prompted = assessment.get("prompted_gain")
+        if prompted is not None:
+            beats = assessment["beats_prompted"]
+            how = "beats prompting too" if beats else "does not beat prompting"
+            band = f"[{prompted['lo']:.2f}, {prompted['hi']:.2f}]"
+            lines[0] += f"; {how}: gain {prompted['mean']:+.2f} {band}"
     utility = assessment.get("utility")
     if utility is not None:
         where = "over budget" if utility["over_budget"] else "within budget"
@@ -268,6 +281,17 @@ def verdict(assessment: dict) -> str:
             f"{utility['budget']:.2f} ({where})"
         )
     return "\n".join(lines)
+
+
+def baselines(setup: dict) -> dict[str, dict | None]:
+    """What `--json` gives as `baselines`: the unsteered model's scores and the prompted
+    model's with its instruction (None for a search made before the prompted baseline)."""
+    prompted = setup.get("prompted") or None
+    if prompted is not None:
+        from steerfront.search.trial import prompting_instruction
+
+        prompted = {**prompted, "instruction": prompting_instruction(setup["concept"])}
+    return {"unsteered": setup["baseline"], "prompted": prompted}
 
 
 def without_pairs(record: dict) -> dict:

@@ -1,5 +1,6 @@
-"""Which points a judge pass judges and what they answer: the unsteered model, then the chosen
-points or K spread along the extended front; the concept's test prompts; the concept in words."""
+"""Which points a judge pass judges and what they answer: the unsteered and prompted models,
+then the chosen points or K spread along the extended front; the concept's test prompts; the
+concept in words."""
 
 from __future__ import annotations
 
@@ -15,22 +16,36 @@ from steerfront.search.judge_settings import JudgeSettings, read_chosen
 from steerfront.search.records import typed
 from steerfront.search.trial import SearchSetup
 
-POINT_FIELDS = ("point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma")
+BASELINES = {0: "unsteered", -1: "prompted"}  # the judged points that are baselines, by number
+# `asked`: the prompted model's instruction (None for the others), put into the prompts it
+# answers; the judge reads its answers against the plain prompts, as every other point's.
+POINT_FIELDS = (
+    "point", "trial_id", "form", "objective", "layer", "m", "rank", "gamma", "asked"
+)  # fmt: skip
 
 
 def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> list[dict]:
-    """The unsteered model (point 0), then the chosen points, or up to K points on and off
-    the extended front (`spread`) and the search's own pick, which is always judged."""
-    baseline = setup.baseline
-    unsteered = {
-        "point": 0,
-        "m": 0.0,
-        "pref_odds": baseline["val_pref_odds"],
-        "util_odds": baseline["val_util_odds"],
-        "kl": 0.0,  # the unsteered model's kl from itself
-        "test_pref_odds": baseline.get("test_pref_odds"),
-        "test_util_odds": baseline.get("test_util_odds"),
-    }
+    """The unsteered model (point 0) and the prompted one (point -1: the unsteered model
+    with `SearchSetup.instruction` in its prompts; none for a search made before it), then
+    the chosen points, or up to K points on and off the extended front (`spread`) and the
+    search's own pick, which is always judged."""
+    baselines = [
+        {
+            "point": point,
+            "m": 0.0,
+            "pref_odds": scores["val_pref_odds"],
+            "util_odds": scores["val_util_odds"],
+            "kl": scores.get("val_kl", 0.0),  # the unsteered model's kl from itself is 0
+            "test_pref_odds": scores.get("test_pref_odds"),
+            "test_util_odds": scores.get("test_util_odds"),
+            "asked": instruction,
+        }
+        for point, scores, instruction in (
+            (0, setup.baseline, None),
+            (-1, setup.prompted, setup.instruction),
+        )
+        if scores
+    ]
     if settings.chosen:
         done = [r for r in read_trials(folder) if r["status"] == "done"]
         rows = [typed(r) for r in points(done, extended=True)]
@@ -61,7 +76,7 @@ def select_points(folder: Path, setup: SearchSetup, settings: JudgeSettings) -> 
         chosen = _searched_pick(folder, setup, front)
         if chosen is not None and all(r is not front[chosen] for r in picked):
             picked.append(front[chosen])  # the search's own pick is always judged
-    return [unsteered, *({**r, "point": i + 1} for i, r in enumerate(picked))]
+    return [*baselines, *({**r, "point": i + 1} for i, r in enumerate(picked))]
 
 
 def spread(front: list[dict], off: list[dict], k: int) -> list[dict]:

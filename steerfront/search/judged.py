@@ -1,10 +1,11 @@
 """Judged generations: what the steered model writes at points of a search's front, how a
 judge scores it, and whether the log-odds agree with the judge.
 
-The unsteered model and up to K points on and off the extended front answer the concept's
-test prompts (or a prompts file). Points that share a trained intervention answer in one
-batch with a per-row `m`, in a Ray worker with a trial's resources; the `local` judge scores
-there too, with the model it holds, while the `llm` judge's requests go out from the driver.
+The unsteered model, the prompted one (asked in the prompt to express the concept) and up to
+K points on and off the extended front answer the concept's test prompts (or a prompts file).
+Points that share a trained intervention answer in one batch with a per-row `m`, in a Ray
+worker with a trial's resources; the `local` judge scores there too, with the model it holds,
+while the `llm` judge's requests go out from the driver.
 The texts are kept (`generations.parquet`) before they are judged, and the judge's answers as
 they arrive, so a pass that stops is finished by running it again, without generating or
 asking twice.
@@ -16,10 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from steerfront.data import instructed
 from steerfront.defaults import SEARCH
 from steerfront.files import write_atomic
-from steerfront.search.best import assess, read_front
+from steerfront.search.best import assess, baselines, read_front
 from steerfront.search.judge_points import (
+    BASELINES,
     POINT_FIELDS,
     concept_text,
     default_prompts,
@@ -43,7 +46,7 @@ from steerfront.search.judge_settings import (
 from steerfront.search.report import plot_judged
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.tracking import log_judged
-from steerfront.search.trial import SearchSetup, cached
+from steerfront.search.trial import SearchSetup, asked_concept, cached
 
 
 def generate_and_score(
@@ -53,9 +56,10 @@ def generate_and_score(
     settings: JudgeSettings,
     labelled: list[dict] | None = None,
 ) -> tuple[list[str], list[dict] | None, dict | None, list[dict] | None]:
-    """In a worker: the texts of rows `todo` (one batch per trained intervention, per-row m)
-    and, for the local judge, every row's scores, the probe's held-out accuracy (`probe`) and
-    its labelled examples (`labelled` when given: an earlier pass's, else generated)."""
+    """In a worker: the texts of rows `todo` (one batch per trained intervention, per-row m;
+    the prompted model's rows with its instruction in the prompt) and, for the local judge,
+    every row's scores, the probe's held-out accuracy (`probe`) and its labelled examples
+    (`labelled` when given: an earlier pass's, else generated)."""
     from steerfront.methods.generate import generate_rows
     from steerfront.methods.io import load_intervention
 
@@ -70,7 +74,7 @@ def generate_and_score(
             these = [i for i in group if rows[i]["sample"] == sample]
             answers = generate_rows(
                 lm,
-                [rows[i]["prompt"] for i in these],
+                [instructed(rows[i]["prompt"], rows[i].get("asked") or "") for i in these],
                 intervention,
                 [rows[i]["m"] for i in these],
                 settings.max_new_tokens,
@@ -100,15 +104,9 @@ def generate_and_score(
 
 
 def probe_concept(setup: SearchSetup, settings: JudgeSettings) -> str:
-    """What the probe's examples are asked to express: `--concept-text`, else the built-in
-    concept's name (its own instructions), else the concept in words."""
-    from steerfront.defaults import CONCEPT_INSTRUCTIONS
-
-    if settings.concept_text:
-        return settings.concept_text
-    if setup.concept in CONCEPT_INSTRUCTIONS:
-        return setup.concept
-    return concept_text(setup, settings)
+    """What the probe's examples are asked to express: `--concept-text`, else what the
+    prompted baseline asks for (`trial.asked_concept`)."""
+    return settings.concept_text or asked_concept(setup.concept)
 
 
 def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
@@ -141,8 +139,10 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         row["text"] = kept.get(_text_key(row))
     todo = [i for i, row in enumerate(rows) if row["text"] is None]
     if not settings.quiet:
+        names = [BASELINES[p["point"]] for p in selected if p["point"] <= 0]
         print(
-            f"judge {judge.name}: {len(selected) - 1} points and the unsteered model, "
+            f"judge {judge.name}: {sum(p['point'] > 0 for p in selected)} points and the "
+            f"{' and '.join(names)} model{'s' if len(names) > 1 else ''}, "
             f"{len(prompts)} prompts x {judge.samples} samples; {len(todo)} generations to "
             f"make, {len(rows) - len(todo)} kept",
             file=sys.stderr,
@@ -176,7 +176,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
     for row, score in zip(rows, scores, strict=True):
         row.update(score, judge=judge.name, probe_accuracy=probe_accuracy)
     judged = aggregate(selected, rows, list(names), judge.name, probe_accuracy)
-    agreement = agree(judged)
+    agreement = agree([r for r in judged if r["point"] >= 0])  # prompting is not steering
     _write_table(out / "generations.parquet", rows)
     _write_table(out / "judged.parquet", judged)
     plot_judged(read_front(folder, extended=True), judged, out / "judged.png")
@@ -196,6 +196,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
     return {
         "judge": judge.name,
         "judged": [point_summary(r, names) for r in judged],
+        "baselines": baselines(state["setup"]),
         "agreement": agreement,
         "probe_accuracy": probe_accuracy,
         "probe": probe,
@@ -242,7 +243,8 @@ def _read_examples(path: Path, concept: str) -> list[dict] | None:
 
 
 def _text_key(row: dict) -> tuple:
-    keys = ("train_key", "m", "prompt", "sample", "max_new_tokens", "temperature", "seed")
+    keys = ("train_key", "m", "asked", "prompt", "sample")
+    keys += ("max_new_tokens", "temperature", "seed")
     return tuple(row.get(k) for k in keys)
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from steerfront.files import staged_dir
 from steerfront.search.best import (
     assess,
+    baselines,
     front,
     front_volume,
     points,
@@ -65,7 +66,7 @@ def write_results(
     volumes_extended = _volume_history(done, reference, True, *axes)
     chosen = None if best is None else extended[best]
     budget = setup.baseline["val_util_odds"] - max_util_drop
-    plot_front(done, plain, extended, setup.baseline, chosen, budget, folder / "pareto.png", *axes)
+    plot_front(done, plain, extended, asdict(setup), chosen, budget, folder / "pareto.png", *axes)
     plot_hypervolume(volumes, volumes_extended, folder / "hypervolume.png")
     summary = {
         "name": setup.name,
@@ -81,6 +82,7 @@ def write_results(
         "max_kl": axes[1] if math.isfinite(axes[1]) else None,  # None: no constraint
         "infeasible": sum(1 for r in done if r.get("feasible") is False),
         "baseline": setup.baseline,
+        "baselines": baselines(asdict(setup)),
         "front": [without_pairs(typed(r)) for r in plain],
         "extended_front": [without_pairs(typed(r)) for r in extended],
         "best": None if chosen is None else without_pairs(typed(chosen)),
@@ -112,7 +114,8 @@ def _add_dense_kl(done: list[dict], scored: list[dict]) -> None:
 def _verdict(chosen: dict | None, setup: SearchSetup, max_util_drop: float) -> dict:
     """The pick's verdict, as `best --json` gives it (`beats_baseline`, `gain`, ...)."""
     if chosen is None:
-        return dict.fromkeys(("beats_baseline", "gain", "util_gain", "utility", "unknown"))
+        keys = ("beats_baseline", "gain", "util_gain", "beats_prompted", "prompted_gain")
+        return dict.fromkeys((*keys, "utility", "unknown"))
     return assess(chosen, asdict(setup), max_util_drop)
 
 
@@ -172,7 +175,7 @@ def plot_front(
     done: list[dict],
     plain: list[dict],
     extended: list[dict],
-    baseline: dict,
+    setup: dict,
     chosen: dict | None,
     budget: float,
     path: Path,
@@ -180,8 +183,9 @@ def plot_front(
     max_kl: float = math.inf,
 ) -> None:
     """Every finished trial coloured by form (dense points small, trials over `max_kl` as
-    crosses), both fronts as lines, the unsteered model, the picked point and the utility
-    budget of the rule that picked it, on the front's two `objectives`."""
+    crosses), both fronts as lines, the unsteered model, the prompted model (when the
+    search's `setup` has it), the picked point and the utility budget of the rule that picked
+    it, on the front's two `objectives`."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     xname, yname = objectives
@@ -206,8 +210,14 @@ def plot_front(
             ax.plot(*xy(rows), style, color="black", lw=1.2, label=label)
     if yname == "util_odds":
         ax.axhline(budget, color="grey", ls=":", lw=1, label="utility budget (max-util-drop)")
-    marks = [(baseline.get(f"val_{xname}", 0.0), baseline.get(f"val_{yname}", 0.0), "*", "gold",
-              "unsteered")]  # fmt: skip
+    marks = [
+        (row.get(f"val_{xname}", 0.0), row.get(f"val_{yname}", 0.0), marker, colour, label)
+        for row, marker, colour, label in (
+            (setup["baseline"], "*", "gold", "unsteered"),
+            (setup.get("prompted"), "P", "orange", "prompted (instruction in the prompt)"),
+        )
+        if row
+    ]
     if chosen is not None:
         marks.append((_value(chosen, xname), _value(chosen, yname), "D", "none", "picked (best)"))
     for x, y, marker, colour, label in marks:
@@ -246,7 +256,8 @@ def plot_hypervolume(volumes: list[float], volumes_extended: list[float], path: 
 
 def plot_judged(front: list[dict], judged: list[dict], path: Path) -> None:
     """The extended front, each judged point coloured by its judged fluency (grey where the
-    judge gives none) with its concept score beside it, the unsteered model a star."""
+    judge gives none) with its concept score beside it, the unsteered model a star, the
+    prompted model an orange-edged plus."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,9 +272,11 @@ def plot_judged(front: list[dict], judged: list[dict], path: Path) -> None:
     norm = matplotlib.colors.Normalize(min(known, default=0), max(known, default=1))
     for r, f in zip(judged, fluency, strict=True):
         colour = "lightgrey" if f is None else plt.cm.viridis(norm(f))
-        marker, size = ("*", 260) if r["point"] == 0 else ("o", 90)
+        marker, size, edge = {0: ("*", 260, "black"), -1: ("P", 200, "orange")}.get(
+            r["point"], ("o", 90, "black")
+        )
         ax.scatter([r["pref_odds"]], [r["util_odds"]], s=size, marker=marker, color=colour,
-                   edgecolor="black", zorder=5)  # fmt: skip
+                   edgecolor=edge, linewidths=1.5, zorder=5)  # fmt: skip
         if r.get("concept") is not None:
             ax.annotate(f"{r['concept']:.2f}", (r["pref_odds"], r["util_odds"]), fontsize=8,
                         xytext=(6, 6), textcoords="offset points")  # fmt: skip
@@ -272,7 +285,7 @@ def plot_judged(front: list[dict], judged: list[dict], path: Path) -> None:
         bar.set_label(f"judged fluency ({judged[0]['judge']})")
     ax.set_xlabel("pref_odds (validation)")
     ax.set_ylabel("util_odds (validation)")
-    ax.set_title("judged points (star: unsteered; label: concept score)")
+    ax.set_title("judged points (star: unsteered; plus: prompted; label: concept score)")
     if front:
         ax.legend(fontsize=8)
     fig.tight_layout()

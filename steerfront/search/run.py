@@ -32,7 +32,7 @@ from steerfront.search.report import RESULT_FILES, write_results
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.space import Sampler, SearchSpace, check_top, top_layers
 from steerfront.search.storage import Store, is_uri
-from steerfront.search.tracking import PARAMS, Tracker, tracking_uri
+from steerfront.search.tracking import PARAMS, Tracker, prompted_metrics, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
 from steerfront.search.worker import in_worker, unsteered
 
@@ -129,6 +129,7 @@ def _run(
                 **setup.baseline,
             }
         )
+        tracker.log_parent_metrics(prompted_metrics(setup.prompted))
         for layer, score in prior["scores"].items():  # a chart of the prior over the layers
             if math.isfinite(score):
                 tracker.log_metric("layer_prior_score", score, step=layer)
@@ -216,19 +217,17 @@ def prepare(
     top: int | None = None,
 ) -> tuple[SearchSetup, list[int], dict[str, float], dict]:
     """Check the space against the model and a trial's memory against its share, and score
-    the unsteered model (and the layer prior) once, in a Ray worker with a trial's
-    `resources` (inside `ray_session`); `setup` with its baseline, the layers (with `top`,
-    only the prior's `top` best, ascending), the memory settings and the layer prior
+    the unsteered and prompted models (and the layer prior) once, in a Ray worker with a
+    trial's `resources` (inside `ray_session`); `setup` with its baselines, the layers (with
+    `top`, only the prior's `top` best, ascending), the memory settings and the layer prior
     (`{"name", "scores": {layer: score}}`, every layer of the space scored)."""
     done = in_worker(unsteered, resources, setup, space, layer_prior)
-    setup = replace(
-        setup, baseline=done.baseline, baseline_util=done.utils, baseline_pref=done.prefs
-    )
     layers = done.layers
     if top is not None:
         check_top(top, layers)
         layers = sorted(top_layers(layers, [done.prior[layer] for layer in layers], top))
-    return setup, layers, done.memory, {"name": layer_prior, "scores": done.prior}
+    prior = {"name": layer_prior, "scores": done.prior}
+    return replace(setup, **done.baselines), layers, done.memory, prior
 
 
 @contextmanager

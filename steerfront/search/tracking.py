@@ -240,6 +240,12 @@ class Tracker:
         self.client.set_terminated(self.parent_run_id, status)
 
 
+def prompted_metrics(prompted: dict[str, float]) -> dict[str, float]:
+    """The prompted baseline's scores as the parent run's metrics (`prompted_val_pref_odds`,
+    `prompted_val_kl`, ...): numbers beside the trials' curves, not parameters."""
+    return {f"prompted_{k}": v for k, v in prompted.items()}
+
+
 def log_judged(
     uri: str,
     name: str,
@@ -252,16 +258,17 @@ def log_judged(
     folder: str,
     files: tuple[str, ...],
 ) -> None:
-    """`judge_*` metrics on each judged point's child run (the unsteered model's and the
-    agreement on the parent), the generations as a table and the files on the parent. MLflow
+    """`judge_*` metrics on each judged point's child run (the unsteered and prompted models'
+    and the agreement on the parent), the generations as a table and the files on the parent. MLflow
     down: a warning, the files stay in `out` (the search's `folder`, whose `files` are logged)."""
     try:
         tracker = Tracker(uri, name, parent_run_id)
         for record in judged:
             keys = [*names, *(f"{n}_se" for n in names), "probe_accuracy"]
             metrics = {k: record[k] for k in keys if record.get(k) is not None}
-            if record["point"] == 0:
-                tracker.log_parent_metrics({f"judge_unsteered_{k}": v for k, v in metrics.items()})
+            if record["point"] <= 0:  # the baselines: the unsteered (0) and prompted (-1) model
+                side = "unsteered" if record["point"] == 0 else "prompted"
+                tracker.log_parent_metrics({f"judge_{side}_{k}": v for k, v in metrics.items()})
             else:
                 tracker.log_point(record, {f"judge_{k}": v for k, v in metrics.items()})
         tracker.log_parent_metrics(  # rho only with its interval (None below 8 points)

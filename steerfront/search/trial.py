@@ -24,7 +24,15 @@ import torch
 
 from steerfront.data import EncodedPair, PairSet, Splits, encode_pairs, load_concept
 from steerfront.data.prompts import neutral_prompts
-from steerfront.defaults import KL_NEW_TOKENS, KL_PROMPTS, KL_TOKENS, SEARCH, TRAIN
+from steerfront.defaults import (
+    CONCEPT_INSTRUCTIONS,
+    KL_NEW_TOKENS,
+    KL_PROMPTS,
+    KL_TOKENS,
+    SEARCH,
+    TRAIN,
+    concept_instruction,
+)
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, resolve
 from steerfront.memory import (
@@ -64,6 +72,11 @@ class SearchSetup:
     baseline: dict[str, float]  # unsteered metrics per split, e.g. "val_util_odds"
     baseline_util: dict[str, list[float]] = field(default_factory=dict)  # per split, per pair
     baseline_pref: dict[str, list[float]] = field(default_factory=dict)  # per split, per pair
+    # The prompted baseline (the unsteered model with `instruction` in each prompt): its
+    # metrics as `baseline`'s (with util_drop and kl) and per-pair preference; empty in a
+    # search made before it existed.
+    prompted: dict[str, float] = field(default_factory=dict)
+    prompted_pref: dict[str, list[float]] = field(default_factory=dict)
     device: str | None = None
     dense_m: int = 0  # extra values of m each trial scores (0: none)
     m_range: dict[str, list[float]] = field(default_factory=dict)  # per form, from the space
@@ -81,6 +94,11 @@ class SearchSetup:
     def axes(self) -> tuple[tuple[str, ...], float]:
         """The front's objectives and kl budget, as `best.front` and `best.pick` take them."""
         return tuple(self.front_objectives), self.max_kl
+
+    @property
+    def instruction(self) -> str:
+        """The prompted baseline's instruction for this search's concept."""
+        return prompting_instruction(self.concept)
 
     @property
     def dense_kl(self) -> bool:
@@ -123,6 +141,18 @@ class SearchSetup:
     def splits(self) -> Splits:
         pairs = load_concept(self.concept, self.fmt)
         return pairs.split(self.val_fraction, self.test_fraction, self.seed)
+
+
+def asked_concept(concept: str) -> str:
+    """The concept (a built-in name or a file) as an instruction asks for it
+    (`defaults.concept_instruction`): a built-in concept's name (its own instructions), else
+    the file's name in words."""
+    return concept if concept in CONCEPT_INSTRUCTIONS else Path(concept).stem.replace("_", " ")
+
+
+def prompting_instruction(concept: str) -> str:
+    """What the prompted baseline adds to each prompt: the request to express the concept."""
+    return concept_instruction(asked_concept(concept), "+")
 
 
 _WORKER: dict = {}  # this process's model, pair sets and cache, kept across trials

@@ -1,9 +1,9 @@
 """The driver's model work, done in a Ray worker with a trial's resources.
 
-The unsteered baselines, the test metrics of dense points and the exported best configuration
-come from the model as a trial loads it (same device and dtype: bf16 on a GPU worker), so that
-`util_drop` compares numbers of one precision, and the driver (a CPU head node, say) never holds
-the model.
+The unsteered and prompted baselines, the test metrics of dense points and the exported best
+configuration come from the model as a trial loads it (same device and dtype: bf16 on a GPU
+worker), so that `util_drop` compares numbers of one precision, and the driver (a CPU head
+node, say) never holds the model.
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
+from steerfront.defaults import KL_TOKENS
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_config, resolve
 from steerfront.memory import GB, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
+from steerfront.scoring.kl import prompted_kl
 from steerfront.scoring.priors import layer_scores
 from steerfront.search.best import export, front, pick, provenance
 from steerfront.search.space import SearchSpace
@@ -53,20 +57,23 @@ def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object
 class Unsteered:
     """What the search learns from the model before its first trial (`unsteered`)."""
 
-    baseline: dict[str, float]  # the unsteered metrics per scored split, with their intervals
-    utils: dict[str, list[float]]  # per split, per pair: what each trial's util_drop is against
-    prefs: dict[str, list[float]]  # per split, per pair: what best's paired verdict is against
+    # `SearchSetup` fields: the unsteered model's metrics per scored split (`baseline`, with
+    # their intervals), its per-pair utility (`baseline_util`: what each trial's util_drop is
+    # measured against) and preference (`baseline_pref`: what `best`'s paired verdict measures
+    # a pick's gain against), and the same of the prompted model (`prompted`, with its
+    # util_drop and `prompted_kl`; `prompted_pref`)
+    baselines: dict[str, dict]
     layers: list[int]  # the layers to search
     memory: dict[str, float]  # `cache_gb`, and on a GPU `trial_memory_gb`
     prior: dict[int, float]  # the layer prior's score per layer searched; empty for none
 
 
 def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Unsteered:
-    """The unsteered model's scores, the layers to search, the memory settings and, unless
-    `prior` is none, the layer prior's scores of those layers (`scoring.priors`: the
-    navigator's d + c, or the lens), from one pass over the training pairs while the model is
-    loaded here anyway. The space is checked against the model's configuration, and a trial's
-    memory against its share of the GPU, before the model loads."""
+    """The unsteered and prompted models' scores, the layers to search, the memory settings
+    and, unless `prior` is none, the layer prior's scores of those layers (`scoring.priors`:
+    the navigator's d + c, or the lens), from one pass over the training pairs while the model
+    is loaded here anyway. The space is checked against the model's configuration, and a
+    trial's memory against its share of the GPU, before the model loads."""
     config = load_config(setup.model)
     device, dtype = resolve(setup.device, setup.dtype)
     d, ff = config.hidden_size, config.intermediate_size  # the down-projection's shape
@@ -86,21 +93,35 @@ def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Un
         memory["trial_memory_gb"] = round(estimate["total"] / GB, 2)
     lm = setup.load()
     splits = setup.splits()
-    baseline, utils, prefs = {}, {}, {}
+    baseline, utils, prefs, prompted, prompted_prefs = {}, {}, {}, {}, {}
     for name in SCORED_SPLITS:
-        encoded = setup.encode(lm, getattr(splits, name))
-        scores = evaluate(lm, encoded, None, 0.0, per_token=setup.per_token)
+        pairs = getattr(splits, name)
+        scores = evaluate(lm, setup.encode(lm, pairs), None, 0.0, per_token=setup.per_token)
         utils[name], prefs[name] = scores.util.tolist(), scores.pref.tolist()
         metrics = point_metrics(scores, scores.util, setup.seed, "val")[0.0]
         baseline.update({f"{name}_{k}": v for k, v in metrics.items() if "drop" not in k})
-    neutral_answers(lm, setup)  # once, before the trials (which read them from the cache)
+        asked = setup.encode(lm, pairs.instructed(setup.instruction))
+        scores = evaluate(lm, asked, None, 0.0, per_token=setup.per_token)
+        prompted_prefs[name] = scores.pref.tolist()
+        metrics = point_metrics(scores, np.asarray(utils[name]), setup.seed, "val")[0.0]
+        prompted.update({f"{name}_{k}": v for k, v in metrics.items()})
+    answers = neutral_answers(lm, setup)  # once, before the trials (which read them from the cache)
     baseline["val_kl"] = 0.0  # the unsteered model's kl from itself, by definition
-    scores = {}
+    kl = prompted_kl(lm, answers, setup.instruction, tokens=KL_TOKENS).metrics(setup.seed)[0.0]
+    prompted.update({f"val_{k}": v for k, v in kl.items()})
+    baselines = {
+        "baseline": baseline,
+        "baseline_util": utils,
+        "baseline_pref": prefs,
+        "prompted": prompted,
+        "prompted_pref": prompted_prefs,
+    }
+    scored = {}
     if prior != "none":
         priors = layer_scores(lm, setup.encode(lm, splits.train), layers=layers)
         values = priors.score if prior == "navigator" else priors.lens
-        scores = {layer: float(v) for layer, v in zip(priors.layers, values, strict=True)}
-    return Unsteered(baseline, utils, prefs, layers, memory, scores)
+        scored = {layer: float(v) for layer, v in zip(priors.layers, values, strict=True)}
+    return Unsteered(baselines, layers, memory, scored)
 
 
 @dataclass

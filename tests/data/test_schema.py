@@ -63,3 +63,15 @@ def test_fingerprint_depends_on_content_only():
 def test_short_answer_shape():
     assert PairSet("s", (PolarityPair("q", " Yes", " No"),)).is_short_answer
     assert not PairSet("f", (PolarityPair("q", "A fine film indeed.", "Dull."),)).is_short_answer
+
+
+def test_instructed_puts_the_instruction_in_each_prompt():
+    from steerfront.data import instructed
+
+    pairs = PairSet("c", (PolarityPair("Q1", "a", "b", {"k": 1}), PolarityPair("Q2", "c", "d")))
+    told = pairs.instructed("Be kind.")
+    assert [p.prompt for p in told] == ["Q1\n\nBe kind.", "Q2\n\nBe kind."]
+    assert [(p.positive, p.negative) for p in told] == [("a", "b"), ("c", "d")]
+    assert told[0].meta == {"k": 1} and told.name == "c:instructed"
+    assert [p.prompt for p in told] == [instructed(p.prompt, "Be kind.") for p in pairs]
+    assert pairs.instructed("").fingerprint == pairs.fingerprint  # nothing asked: same prompts

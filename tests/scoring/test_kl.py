@@ -6,12 +6,19 @@ import torch
 from torch.nn import functional as F
 
 from steerfront import forward, memory
+from steerfront.data import instructed, render_prompt
 from steerfront.data.prompts import builtin_prompts_path, load_prompts, neutral_prompts
 from steerfront.errors import SteerfrontError
 from steerfront.memory import MemoryCache
 from steerfront.methods import FORMS, init_intervention
 from steerfront.scoring import kl as kl_module
-from steerfront.scoring.kl import KLScores, answers_path, kl_scores, unsteered_answers
+from steerfront.scoring.kl import (
+    KLScores,
+    answers_path,
+    kl_scores,
+    prompted_kl,
+    unsteered_answers,
+)
 
 PROMPTS = ["Explain rain.", "Name a fruit, then say why.", "Count to five.", "Hi", "Write a line."]
 NEW_TOKENS = 12
@@ -121,6 +128,68 @@ def test_first_token_only_matches_the_full_scoring(tiny_lm, answers):
     assert (first.tokens == 1).all() and (full.tokens == [len(a) for a in answers.answer_ids]).all()
     with pytest.raises(SteerfrontError, match="at least 1"):
         kl_scores(tiny_lm, intervention, GRID, answers, tokens=0)
+
+
+INSTRUCTION = "Answer with a clearly positive sentiment."
+
+
+@torch.no_grad()
+def reference_prompted_kl(lm, answers, instruction):
+    """The plain way: each answer after its plain prompt and after the instructed one, each
+    alone through the full model; torch's kl_div on the full log-softmax."""
+    templated = lm.chat_template is not None
+    kl, first = [], []
+    for text, answer in zip(answers.prompts, answers.answer_ids, strict=True):
+        rows = []
+        for prompt in (text, instructed(text, instruction)):
+            rendered = render_prompt(lm.tokenizer, prompt)
+            ids = lm.tokenizer(rendered, add_special_tokens=not templated)["input_ids"]
+            logits = lm.model(input_ids=torch.tensor([ids + list(answer[:-1])])).logits[0]
+            rows.append(logits[len(ids) - 1 :].float().log_softmax(-1))
+        per_token = F.kl_div(rows[1], rows[0], log_target=True, reduction="none").sum(-1)
+        kl.append(float(per_token.mean()))
+        first.append(float(per_token[0]))
+    return np.array(kl), np.array(first)
+
+
+@pytest.mark.parametrize("kept", [1 << 30, 0])  # unsteered logits kept; states kept
+@pytest.mark.parametrize("tokens_per_batch", [4096, 60])  # one batch; many
+def test_prompted_kl_equals_the_plain_reference(
+    tiny_lm, answers, kept, tokens_per_batch, monkeypatch
+):
+    monkeypatch.setattr(memory, "CPU_TOKENS", tokens_per_batch)
+    monkeypatch.setattr(kl_module, "KEPT_LOGITS_BYTES", kept)
+    scores = prompted_kl(tiny_lm, answers, INSTRUCTION, tokens=None)
+    kl, first = reference_prompted_kl(tiny_lm, answers, INSTRUCTION)
+    assert scores.kl.shape == scores.kl_first.shape == (len(PROMPTS), 1)
+    assert list(scores.m) == [0.0]
+    np.testing.assert_allclose(scores.kl[:, 0], kl, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scores.kl_first[:, 0], first, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scores.kl[:, 0], kl, atol=1e-8, rtol=1e-3)
+    assert (scores.tokens == [len(a) for a in answers.answer_ids]).all()
+    assert scores.kl.mean() > 1e-4  # the instruction moves the distributions: a real test
+    metrics = scores.metrics(seed=0)[0.0]  # kl_scores' means and intervals over prompts
+    assert metrics["kl"] == pytest.approx(kl.mean(), abs=1e-6)
+    assert metrics["kl_lo"] <= metrics["kl"] <= metrics["kl_hi"]
+
+
+def test_prompted_kl_is_zero_without_an_instruction(tiny_lm, answers):
+    scores = prompted_kl(tiny_lm, answers, "")
+    assert np.abs(scores.kl).max() <= 1e-6 and np.abs(scores.kl_first).max() <= 1e-6
+    assert (scores.tokens == [min(16, len(a)) for a in answers.answer_ids]).all()
+
+
+def test_prompted_kl_first_tokens_and_the_shared_cache(tiny_lm, answers, monkeypatch):
+    cache = MemoryCache(1 << 30)
+    kl_scores(tiny_lm, random_intervention(tiny_lm, "vector", 1), [1.0], answers, cache, 1)
+    calls = []
+    unsteered = kl_module._unsteered
+    monkeypatch.setattr(kl_module, "_unsteered", lambda *a: calls.append(1) or unsteered(*a))
+    first = prompted_kl(tiny_lm, answers, INSTRUCTION, cache, tokens=1)
+    assert calls == [1]  # the instructed side only: the plain one is the cache's
+    full = prompted_kl(tiny_lm, answers, INSTRUCTION, tokens=None)
+    np.testing.assert_allclose(first.kl[:, 0], full.kl_first[:, 0], atol=1e-6)
+    np.testing.assert_array_equal(first.kl, first.kl_first)
 
 
 def test_the_frozen_prefix_and_unsteered_states_are_kept(tiny_lm, answers, monkeypatch):

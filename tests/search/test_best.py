@@ -157,9 +157,10 @@ def interventions(tmp_path_factory, tiny_model_dir):
 
 
 def make_search(tmp_path, tiny_model_dir, interventions, pick, base, max_util_drop=1.0,
-                extra_points=(), pairs=True):  # fmt: skip
+                extra_points=(), pairs=True, prompted=None):  # fmt: skip
     """A finished search `h1` in `tmp_path/runs` whose front holds one point with test pairs
-    `pick` (validation util_drop 0.5) and `extra_points`; the unsteered model's are `base`."""
+    `pick` (validation util_drop 0.5) and `extra_points`; the unsteered model's are `base`,
+    the prompted model's `prompted` (None: a search made before the prompted baseline)."""
     import shutil
 
     folder = tmp_path / "runs" / "h1"
@@ -188,6 +189,10 @@ def make_search(tmp_path, tiny_model_dir, interventions, pick, base, max_util_dr
             "baseline_util": {"test": list(util)},
         },
     }  # fmt: skip
+    if prompted is not None:
+        state["setup"]["prompted"] = {"val_pref_odds": 1.0, "test_pref_odds": float(np.mean(
+            prompted)), "val_util_odds": -1.5, "val_kl": 0.1}  # fmt: skip
+        state["setup"]["prompted_pref"] = {"test": list(prompted)}
     (folder / "search.json").write_text(json.dumps(state))
     return str(tmp_path / "runs"), folder
 
@@ -330,3 +335,55 @@ def test_a_search_writes_best_only_while_its_pick_beats_the_unsteered_model(
         assert summary["gain"]["pairs"] == len(base)
         assert (folder / "best" / "best.yaml").is_file() is beats
         assert summary["exported"] == (str(folder / "best") if beats else None)
+
+
+def test_the_verdict_says_whether_the_pick_beats_prompting_too():
+    pick, base = steady_rise()
+    setup = setup_for(base, np.zeros(30))
+    record = point(pick, np.zeros(30), np.zeros(30))
+    for prompted, words in ((base + 1.0, "beats prompting too"),
+                            (pick + 0.5, "does not beat prompting")):  # fmt: skip
+        assessment = assess(record, {**setup, "prompted_pref": {"test": list(prompted)}}, 1.0)
+        gain = paired_gain(pick, prompted, SEED)
+        assert assessment["prompted_gain"] == gain
+        assert assessment["beats_prompted"] is (gain["lo"] > 0)
+        first = verdict(assessment).splitlines()[0]
+        assert first.startswith("verdict: beats the unsteered model on test preference")
+        assert first.endswith(
+            f"; {words}: gain {gain['mean']:+.2f} [{gain['lo']:.2f}, {gain['hi']:.2f}]"
+        )
+    assert assessment["prompted_gain"]["mean"] == pytest.approx(-0.5)
+    before = assess(record, setup, 1.0)  # a search made before the prompted baseline
+    assert before["prompted_gain"] is None and before["beats_prompted"] is None
+    assert "prompting" not in verdict(before)
+
+
+def test_best_front_and_export_with_and_without_the_prompted_baseline(
+    tmp_path, tiny_model_dir, interventions, capsys
+):
+    pick, base = steady_rise()
+    for name, prompted in (("old", None), ("new", pick + 1.0)):
+        runs, folder = make_search(tmp_path / name, tiny_model_dir, interventions, pick, base,
+                                   prompted=prompted)  # fmt: skip
+        assert main(["front", "h1", "--storage", runs, "--json"]) == 0
+        baselines = json.loads(capsys.readouterr().out)["baselines"]
+        assert main(["front", "h1", "--storage", runs]) == 0
+        rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+        assert main(["best", "h1", "--storage", runs, "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["baselines"] == baselines
+        assert main(["best", "h1", "--storage", runs, "--out", str(tmp_path / name / "b")]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        out = tmp_path / name / "gguf"
+        assert main(["export", "h1", "--storage", runs, "--to", "gguf", "--out", str(out)]) == 0
+        capsys.readouterr()
+        if prompted is None:
+            assert baselines == {"unsteered": document["baseline"], "prompted": None}
+            assert rows == ["unsteered", "1"] and "prompting" not in lines[1]
+            assert document["beats_prompted"] is None
+        else:
+            assert baselines["prompted"]["val_kl"] == 0.1
+            assert baselines["prompted"]["instruction"].startswith("Answer with a clearly positive")
+            assert rows == ["unsteered", "prompted", "1"]
+            assert document["beats_prompted"] is False and "does not beat prompting" in lines[1]
+            assert document["prompted_gain"]["mean"] == pytest.approx(-1.0)

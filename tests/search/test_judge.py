@@ -61,23 +61,27 @@ def test_search_json_carries_the_judged_points_and_agreement(judged):
     assert summary["judge"] == "local"
     points = summary["judged"]
     front = front_of(tmp_path)
-    n = len(points)  # the spread's two points, and the search's own pick when not among them
-    assert [p["point"] for p in points] == list(range(n)) and n in (3, 4)
+    n = len(points) - 2  # the spread's two points, and the search's own pick when not among them
+    assert [p["point"] for p in points] == [0, -1, *range(1, n + 1)] and n in (2, 3)
     searched = pick(front)
-    assert (searched["trial_id"], searched["m"]) in {(p["trial_id"], p["m"]) for p in points[1:]}
-    assert points[1]["m"] == front[0]["m"] and points[1]["on_front"]  # one on the front,
-    assert not points[2]["on_front"]  # one off it (--judge-points 2)
-    assert (points[2]["trial_id"], points[2]["m"]) not in {(r["trial_id"], r["m"]) for r in front}
-    assert points[0]["form"] is None  # the unsteered model
+    assert (searched["trial_id"], searched["m"]) in {(p["trial_id"], p["m"]) for p in points[2:]}
+    assert points[2]["m"] == front[0]["m"] and points[2]["on_front"]  # one on the front,
+    assert not points[3]["on_front"]  # one off it (--judge-points 2)
+    assert (points[3]["trial_id"], points[3]["m"]) not in {(r["trial_id"], r["m"]) for r in front}
+    assert points[0]["form"] is None and points[0]["asked"] is None  # the unsteered model
+    prompted = summary["baselines"]["prompted"]  # the prompted model, as the search scored it
+    assert points[1]["form"] is None and points[1]["asked"] == prompted["instruction"]
+    assert (points[1]["pref_odds"], points[1]["kl"]) == (prompted["val_pref_odds"],
+                                                         prompted["val_kl"])  # fmt: skip
     for p in points:
         assert {"m", "pref_odds", "util_odds", "concept", "fluency", "instruction"} <= set(p)
         assert 0 <= p["concept"] <= 1 and 0 <= p["fluency"] <= 1
     assert set(summary["agreement"]) == {"pref_concept", "util_fluency"}
-    for entry in summary["agreement"].values():  # under 8 points: no coefficient
-        assert entry == {"rho": None, "lo": None, "hi": None, "points": n}
+    for entry in summary["agreement"].values():  # under 8 points: no coefficient; no prompting
+        assert entry == {"rho": None, "lo": None, "hi": None, "points": n + 1}
     assert 0 <= summary["probe_accuracy"] <= 1
     assert summary["probe"]["on"] == "generations" and summary["probe"]["held_out"] > 0
-    assert f"judge local: {n - 1} points and the unsteered model" in err
+    assert f"judge local: {n} points and the unsteered and prompted models" in err
 
 
 def test_results_files(judged):
@@ -92,7 +96,12 @@ def test_results_files(judged):
     assert {"point", "form", "objective", "layer", "m", "prompt", "sample", "text", "judge",
             "concept", "fluency", "instruction", "nll", "repetition"} <= set(row)  # fmt: skip
     judged_rows = pq.read_table(folder / "judged.parquet").to_pylist()
-    assert [r["point"] for r in judged_rows] == list(range(n))
+    assert [r["point"] for r in judged_rows] == [0, -1, *range(1, n - 1)]
+    # The prompted model answers with the instruction in the prompt, judged on the plain one.
+    asked = {g["asked"] for g in generations if g["point"] == -1}
+    assert asked == {summary["baselines"]["prompted"]["instruction"]}
+    assert {g["prompt"] for g in generations if g["point"] == -1} == prompts
+    assert not any(g["asked"] for g in generations if g["point"] != -1)
     assert {"pref_odds", "util_odds", "concept", "concept_se", "fluency_se", "n"} <= set(
         judged_rows[1]
     )
@@ -119,6 +128,7 @@ def test_mlflow_gets_judge_metrics_and_the_generations_table(judged):
     client, parent = parent_run(tmp_path)
     metrics = client.get_run(parent).data.metrics
     assert "judge_unsteered_concept" in metrics and "judge_unsteered_fluency" in metrics
+    assert "judge_prompted_concept" in metrics and "judge_prompted_fluency" in metrics
     for key, value in summary["agreement"].items():
         assert metrics[f"judge_agreement_{key}_points"] == value["points"]
         assert f"judge_agreement_{key}" not in metrics  # no bare coefficient below 8 points
@@ -127,7 +137,7 @@ def test_mlflow_gets_judge_metrics_and_the_generations_table(judged):
         filter_string=f"tags.mlflow.parentRunId = '{parent}'",
     )
     judged_children = [c for c in children if "judge_concept" in c.data.metrics]
-    assert len(judged_children) == len(summary["judged"]) - 1
+    assert len(judged_children) == len(summary["judged"]) - 2  # the baselines are on the parent
     artifacts = {a.path for a in client.list_artifacts(parent, "judge")}
     assert {"judge/generations.json", "judge/judged.parquet", "judge/judged.png"} <= artifacts
     table = generations_table(client, parent)
@@ -182,7 +192,7 @@ def test_best_rule_judged_picks_by_concept_within_fluency(judged):
     assert status == 0, err
     best = json.loads(out)["best"]
     rows = pq.read_table(tmp_path / "runs" / "j1" / "judge" / "judged.parquet").to_pylist()
-    assert best["concept"] == max(r["concept"] for r in rows if r["point"])
+    assert best["concept"] == max(r["concept"] for r in rows if r["point"] > 0)
     assert (tmp_path / "runs" / "j1" / "best-judged" / "best.yaml").is_file()
     status, _, err = run("best", "j1", "--storage", runs, "--rule", "judged",
                          "--max-fluency-drop", "-5", "--out", str(tmp_path / "none"))  # fmt: skip
@@ -225,9 +235,24 @@ def test_chosen_points_by_trial_id_and_file(judged):
                                "--force")  # fmt: skip
         assert status == 0, err
         result = json.loads(out.strip().splitlines()[-1])
-        assert [p["m"] for p in result["judged"]] == [0.0, *ms]
+        assert [p["m"] for p in result["judged"]] == [0.0, 0.0, *ms]  # the baselines first
         assert all(p["n"] == 2 for p in result["judged"])
     assert all(v["rho"] is None for v in result["agreement"].values())  # 3 points: too few
+
+
+def test_a_search_made_before_the_prompted_baseline_is_judged_without_it(judged):
+    """Its search.json has no prompted scores: no point -1, and its baselines say so."""
+    from steerfront.search.best import baselines
+    from steerfront.search.judge_points import select_points
+    from steerfront.search.judge_settings import JudgeSettings
+    from steerfront.search.trial import SearchSetup
+
+    folder = judged[0] / "runs" / "j1"
+    setup = json.loads((folder / "search.json").read_text())["setup"]
+    old = {k: v for k, v in setup.items() if k not in ("prompted", "prompted_pref")}
+    points = select_points(folder, SearchSetup(**old), JudgeSettings(points=2))
+    assert [p["point"] for p in points][:2] == [0, 1]
+    assert baselines(old) == {"unsteered": setup["baseline"], "prompted": None}
 
 
 def bad(tmp_path, *flags):
@@ -299,8 +324,8 @@ def test_llm_judge_pass_through_a_real_server(judged, tmp_path):
     assert result["judge"] == "llm:short:judge"
     assert {"concept", "instruction", "fluency", "harmonic"} <= set(result["judged"][0])
     rows = pq.read_table(judged[0] / "runs" / "j1" / "judge" / "generations.parquet").to_pylist()
-    # one prompt: the unsteered model, the point spread along the front and the search's pick
-    assert len(rows) == len(result["judged"]) <= 3 and all(r["fluency_answer"] for r in rows)
+    # one prompt: the baselines, the point spread along the front and the search's pick
+    assert len(rows) == len(result["judged"]) <= 4 and all(r["fluency_answer"] for r in rows)
     unparsed = sum(r[q] is None for r in rows for q in ("concept", "instruction", "fluency"))
     assert result["unparsed"] == unparsed
 

@@ -148,6 +148,9 @@ def test_mlflow_parent_children_and_artifacts(finished):
     assert parent.data.params["dtype"] == "float32"
     assert parent.data.params["cache_gb"] == "0.5"
     assert parent.data.params["per_token"] == "False"
+    prompted = summary["baselines"]["prompted"]
+    for key in ("val_pref_odds", "test_util_odds", "val_kl", "val_kl_first"):
+        assert parent.data.metrics[f"prompted_{key}"] == pytest.approx(prompted[key])
 
 
 def test_front_and_best_commands(finished, capsys):
@@ -158,6 +161,9 @@ def test_front_and_best_commands(finished, capsys):
     front = document["front"]
     assert len(front) == len(summary["extended_front"])
     assert document["baseline"] == summary["baseline"]
+    assert document["baselines"] == summary["baselines"]
+    assert summary["baselines"]["unsteered"] == summary["baseline"]
+    assert set(summary["baselines"]["prompted"]) > {"val_pref_odds", "val_kl", "instruction"}
     assert main(["front", "s1", "--storage", runs, "--json", "--plain"]) == 0
     assert len(json.loads(capsys.readouterr().out)["front"]) == len(summary["front"])
     out = tmp_path / "exported"
@@ -221,6 +227,33 @@ def test_baselines_and_dense_test_metrics_are_the_evaluator(finished, tiny_model
         assert point["test_util_drop"] == pytest.approx(
             setup.baseline["test_util_odds"] - row["util_odds"], abs=1e-4
         )
+
+
+def test_the_prompted_baseline_is_the_evaluator_on_the_instructed_pairs(finished, tiny_model_dir):
+    """The prompted row: the unsteered model with the concept's instruction in each prompt,
+    scored as the search scores (with the end of turn here), its kl `prompted_kl`'s."""
+    from steerfront.data.prompts import neutral_prompts
+    from steerfront.defaults import KL_NEW_TOKENS, KL_PROMPTS
+    from steerfront.scoring.kl import prompted_kl, unsteered_answers
+
+    tmp_path, summary = finished
+    setup = SearchSetup(**json.loads((tmp_path / "runs" / "s1" / "search.json").read_text())[
+        "setup"])  # fmt: skip
+    lm = load_model(str(tiny_model_dir))
+    for split in ("val", "test"):
+        pairs = getattr(setup.splits(), split).instructed(setup.instruction)
+        scores = evaluate(lm, encode_pairs(lm.tokenizer, pairs, end_of_turn=True), None, 0.0)
+        row = scores.summary().to_pylist()[0]
+        for key in ("pref_odds", "util_odds"):
+            assert setup.prompted[f"{split}_{key}"] == pytest.approx(row[key], abs=1e-4)
+        assert setup.prompted_pref[split] == pytest.approx(scores.pref.tolist(), abs=1e-4)
+    answers = unsteered_answers(lm, neutral_prompts(count=KL_PROMPTS), KL_NEW_TOKENS)
+    kl = prompted_kl(lm, answers, setup.instruction).metrics(setup.seed)[0.0]
+    assert setup.prompted["val_kl"] == pytest.approx(kl["kl"], abs=1e-5)
+    assert summary["baselines"]["prompted"]["val_kl"] == setup.prompted["val_kl"]
+    assessment = summary["prompted_gain"]
+    assert assessment["pairs"] == len(setup.prompted_pref["test"])
+    assert summary["beats_prompted"] is (assessment["lo"] > 0)
 
 
 def test_extended_front_is_the_non_dominated_points_with_test_metrics(finished):
@@ -294,9 +327,13 @@ def test_front_table_starts_with_the_unsteered_model_and_shows_intervals(finishe
     tmp_path, summary = finished
     assert main(["front", "s1", "--storage", str(tmp_path / "runs")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[0] == "unsteered" and len(lines) == 2 + len(summary["extended_front"])
+    assert lines[1].split()[0] == "unsteered" and len(lines) == 3 + len(summary["extended_front"])
     low, high = summary["baseline"]["val_pref_odds_lo"], summary["baseline"]["val_pref_odds_hi"]
     assert f"[{low:.2f},{high:.2f}]" in lines[1]
+    prompted = summary["baselines"]["prompted"]
+    assert lines[2].split()[0] == "prompted" and lines[2].count("[") == 6
+    assert f"{prompted['val_kl']:.3f} [{prompted['val_kl_lo']:.2f}," in lines[2]
+    lines = [lines[0], lines[1], *lines[3:]]  # the points below the baselines
     # pref, util and drop on validation, pref and util on test, and kl: each with its interval
     assert all(line.count("[") == 6 for line in lines[2:] if line.split()[1] == "trial")
     assert lines[0].split()[-1] == "kl" and lines[1].split()[-1] == "0"  # unsteered: kl 0

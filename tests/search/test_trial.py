@@ -71,7 +71,8 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
     )
     space = load_space(None, {"layers": [1], "forms": ["vector"]})
     done = unsteered(setup, space)
-    baseline, utils, prefs = done.baseline, done.utils, done.prefs
+    scores = done.baselines
+    baseline, utils, prefs = scores["baseline"], scores["baseline_util"], scores["baseline_pref"]
     assert done.prior == {}  # no layer prior unless one is asked for
     lm = load_model(str(tiny_model_dir))
     splits = setup.splits()
@@ -81,7 +82,7 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
         assert baseline[f"{split}_util_odds"] == pytest.approx(row["util_odds"], abs=1e-5)
         summed = evaluate(lm, encoded, None, 0.0).summary().to_pylist()[0]
         assert abs(summed["util_odds"] - row["util_odds"]) > 1  # the scales differ
-    setup = replace(setup, baseline=baseline, baseline_util=utils, baseline_pref=prefs)
+    setup = replace(setup, **scores)
     context = SimpleNamespace(get_node_id=lambda: "node")
     monkeypatch.setattr(trial.ray, "get_runtime_context", lambda: context)
     config = {"form": "vector", "objective": "diffmean", "layer": 1, "m": 2.0}
@@ -103,3 +104,55 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
     ):
         assert pref == pytest.approx(scores.pref.tolist(), abs=1e-5)
         assert util == pytest.approx(scores.util.tolist(), abs=1e-5)
+
+
+def test_the_prompted_baseline_is_the_unsteered_model_asked_for_the_concept(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The prompted row's numbers are a direct evaluation on the instructed pairs, its
+    util_drop against the unsteered model's per-pair utility, its kl `prompted_kl`'s."""
+    from steerfront.data import encode_pairs
+    from steerfront.data.prompts import neutral_prompts
+    from steerfront.defaults import CONCEPT_INSTRUCTIONS, KL_NEW_TOKENS, KL_PROMPTS
+    from steerfront.lm import load_model
+    from steerfront.scoring.evaluate import evaluate
+    from steerfront.scoring.kl import prompted_kl, unsteered_answers
+    from steerfront.search.space import load_space
+    from steerfront.search.trial import SearchSetup
+    from steerfront.search.worker import unsteered
+
+    monkeypatch.setenv("STEERFRONT_CACHE", str(tmp_path / "cache"))
+    setup = SearchSetup(
+        str(tiny_model_dir), "sentiment", None, 0.2, 0.2, 0, str(tmp_path), "s", {},
+        dtype="float32",
+    )  # fmt: skip
+    assert setup.instruction == CONCEPT_INSTRUCTIONS["sentiment"]["+"]
+    scores = unsteered(setup, load_space(None, {"layers": [1], "forms": ["vector"]})).baselines
+    prompted, base = scores["prompted"], scores["baseline"]
+    lm = load_model(str(tiny_model_dir))
+    for split in ("val", "test"):
+        pairs = getattr(setup.splits(), split)
+        plain = evaluate(lm, encode_pairs(lm.tokenizer, pairs), None, 0.0)
+        asked = encode_pairs(lm.tokenizer, pairs.instructed(setup.instruction))
+        told = evaluate(lm, asked, None, 0.0)
+        row = told.summary().to_pylist()[0]
+        assert prompted[f"{split}_pref_odds"] == pytest.approx(row["pref_odds"], abs=1e-5)
+        assert prompted[f"{split}_util_odds"] == pytest.approx(row["util_odds"], abs=1e-5)
+        drop = (plain.util - told.util).mean()
+        assert prompted[f"{split}_util_drop"] == pytest.approx(drop, abs=1e-5)
+        assert prompted[f"{split}_pref_odds_lo"] < prompted[f"{split}_pref_odds_hi"]
+        assert scores["prompted_pref"][split] == pytest.approx(told.pref.tolist(), abs=1e-5)
+        assert prompted[f"{split}_pref_odds"] != pytest.approx(base[f"{split}_pref_odds"])
+    answers = unsteered_answers(lm, neutral_prompts(count=KL_PROMPTS), KL_NEW_TOKENS)
+    kl = prompted_kl(lm, answers, setup.instruction).metrics(0)[0.0]
+    assert prompted["val_kl"] == pytest.approx(kl["kl"], abs=1e-6) and kl["kl"] > 0
+    assert prompted["val_kl_first"] == pytest.approx(kl["kl_first"], abs=1e-6)
+    assert prompted["val_kl_lo"] <= prompted["val_kl"] <= prompted["val_kl_hi"]
+
+
+def test_the_instruction_of_a_concept_file_names_it_in_words():
+    from steerfront.search.trial import SearchSetup, asked_concept
+
+    setup = SearchSetup("m", "/data/speaking_like_a_pirate.jsonl", None, 0.2, 0.2, 0, "/t", "s", {})
+    assert asked_concept(setup.concept) == "speaking like a pirate"
+    assert setup.instruction.endswith("clearly express this: speaking like a pirate.")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from steerfront.batches import by_length, pad
-from steerfront.data import PairSet, encode_pairs, render_prompt
+from steerfront.data import PairSet, encode_pairs, instructed, render_prompt
 from steerfront.defaults import concept_instruction
 from steerfront.lm import LM, fast_linear
 from steerfront.memory import tokens_per_batch
@@ -62,7 +62,7 @@ def probe_examples(lm: LM, train: PairSet, concept: str, seed: int = 0) -> list[
     from steerfront.methods.generate import generate_rows
 
     rows = [(p, polarity) for p in probe_prompts(train, seed) for polarity in "+-"]
-    asks = [f"{p}\n\n{concept_instruction(concept, polarity)}" for p, polarity in rows]
+    asks = [instructed(p, concept_instruction(concept, polarity)) for p, polarity in rows]
     texts = generate_rows(lm, asks, None, [0.0] * len(asks), PROBE_NEW_TOKENS, 0.0, seed)
     return [
         {"prompt": p, "polarity": polarity, "text": text}
