@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from kl_utility import CONCEPTS  # the same six concepts (bench/ is on the path)
 from scipy.stats import ConstantInputWarning, spearmanr
 
 from steerfront.data import encode_pairs, load_concept
@@ -30,15 +31,6 @@ from steerfront.defaults import PRIORS, SEARCH
 from steerfront.lm import LM, load_model
 from steerfront.scoring.priors import layer_scores
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "anthropic-mwe"
-CONCEPTS = (
-    "agreeableness",
-    "formality",
-    "risk_seeking",
-    "sentiment",
-    str(SHARED / "psychopathy.jsonl"),
-    str(SHARED / "power-seeking-inclination.jsonl"),
-)
 PRIOR_COLUMNS = {"navigator": "score", "lens": "lens"}  # prior -> `steerfront layers` column
 TOP = 3
 BOOTSTRAP = 2000

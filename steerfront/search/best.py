@@ -7,6 +7,7 @@ row like a trial's, with its own m and metrics and `dense` set.
 
 from __future__ import annotations
 
+import math
 from importlib.metadata import version
 from pathlib import Path
 
@@ -142,7 +143,8 @@ def pick_judged(
 ) -> dict:
     """`judged`: the judged point with the highest concept score among those whose fluency is
     at least `1 - max_fluency_drop` times the unsteered model's (point 0) and whose kl is
-    within `max_kl`."""
+    known and within `max_kl` (a judged point off the front has no kl, and fluency alone lets
+    broken text through: "Yesnonoinnoin..." keeps 0.72 on agreeableness)."""
     unsteered = next((r for r in judged if r["point"] == 0), None)
     if unsteered is None or unsteered.get("fluency") is None:
         name = judged[0]["judge"] if judged else "the judge"
@@ -154,13 +156,14 @@ def pick_judged(
         if r["point"] > 0  # a steered point: not the unsteered (0) nor the prompted (-1) model
         and r.get("concept") is not None
         and (r.get("fluency") or 0) >= floor
+        and (not math.isfinite(max_kl) or r.get("kl") is not None)
         and axes.feasible(r, max_kl)
     ]
     if not allowed:
         raise SteerfrontError(
             f"no judged point keeps fluency >= {floor:.3g} ({1 - max_fluency_drop:.0%} of the "
-            f"unsteered model's {unsteered['fluency']:.3g}) within kl {max_kl:g}; raise "
-            "--max-fluency-drop or --max-kl"
+            f"unsteered model's {unsteered['fluency']:.3g}) with a known kl within {max_kl:g}; "
+            "raise --max-fluency-drop or --max-kl"
         )
     return max(allowed, key=lambda r: r["concept"])
 

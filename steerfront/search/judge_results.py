@@ -107,16 +107,22 @@ def unparsed_answer(row: dict, names: list[str]) -> str | None:
 
 
 def examples(
-    rows: list[dict], judged: list[dict], names: list[str], searched: dict | None, count: int = 2
+    rows: list[dict],
+    judged: list[dict],
+    names: list[str],
+    searched: dict | None,
+    max_kl: float,
+    count: int = 2,
 ) -> dict:
     """The first `count` prompts' generations (sample 0), with their scores, of the unsteered
-    model and of the picked point: the one `best --rule judged` picks, else (no judged point
-    keeps enough fluency) the search's own pick `searched`, when it was judged."""
+    model and of the picked point: the one `best --rule judged` picks within the search's kl
+    budget `max_kl`, else (no judged point qualifies) the search's own pick `searched`, when
+    it was judged."""
     from steerfront.search.best import pick_judged
 
     why = None
     try:
-        picked, rule = pick_judged(judged), "judged"
+        picked, rule = pick_judged(judged, max_kl=max_kl), "judged"
     except SteerfrontError as err:
         same = [r for r in judged if searched and _same_point(r, searched)]
         picked, rule = (same[0], "max-pref") if same else (None, None)

@@ -192,7 +192,7 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
     store.push(*(f"{FOLDER}/{name}" for name in FILES), f"{FOLDER}/answers.sqlite")
     tracked = (settings.tracking, settings.name, state["parent_run_id"])
     log_judged(*tracked, judged, rows, list(names), agreement, out, FOLDER, FILES)
-    shown = examples(rows, judged, names, searched_pick(folder, settings))
+    shown = examples(rows, judged, names, searched_pick(folder, settings), settings.max_kl)
     return {
         "judge": judge.name,
         "judged": [point_summary(r, names) for r in judged],

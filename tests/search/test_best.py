@@ -283,7 +283,8 @@ def test_a_judged_point_never_scored_on_test_says_so(
     columns = list(dict.fromkeys(k for r in judged for k in r))
     table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in judged])
     pq.write_table(table, folder / "judge" / "judged.parquet")
-    assert main(["best", "h1", "--storage", runs, "--rule", "judged"]) == 1
+    # without a kl budget: under one, a point whose kl is unknown is never the judged pick
+    assert main(["best", "h1", "--storage", runs, "--rule", "judged", "--max-kl", "inf"]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == (
         "verdict: unknown (this point was never scored on test: a dense point off the extended "

@@ -192,7 +192,8 @@ def test_best_rule_judged_picks_by_concept_within_fluency(judged):
     assert status == 0, err
     best = json.loads(out)["best"]
     rows = pq.read_table(tmp_path / "runs" / "j1" / "judge" / "judged.parquet").to_pylist()
-    assert best["concept"] == max(r["concept"] for r in rows if r["point"] > 0)
+    within = [r for r in rows if r["point"] > 0 and r["kl"] is not None and r["kl"] <= 0.05]
+    assert within and best["concept"] == max(r["concept"] for r in within)  # the default budget
     assert (tmp_path / "runs" / "j1" / "best-judged" / "best.yaml").is_file()
     status, _, err = run("best", "j1", "--storage", runs, "--rule", "judged",
                          "--max-fluency-drop", "-5", "--out", str(tmp_path / "none"))  # fmt: skip

@@ -12,7 +12,7 @@ import yaml
 from steerfront.cli import main
 from steerfront.errors import SteerfrontError
 from steerfront.search import axes
-from steerfront.search.best import front, front_volume, pick, read_trials
+from steerfront.search.best import front, front_volume, pick, pick_judged, read_trials
 from steerfront.search.samplers import ConstrainedOptunaSearch
 
 
@@ -189,3 +189,19 @@ def test_settling_scores_kl_only_where_a_dense_point_reaches_the_front(monkeypat
     assert calls == [["B"], ["C"]]
     assert sorted(r["name"] for r in settled) == ["A", "C"]
     assert rows[3]["kl"] is None
+
+
+def test_the_judged_rule_takes_only_points_whose_kl_is_known_within_budget():
+    """Off the front a judged point has no kl; fluency alone lets broken text through, so the
+    judged rule leaves such a point out under a budget (and takes it without one)."""
+    judged = [
+        {"point": 0, "concept": 0.1, "fluency": 0.9, "kl": 0.0},
+        {"point": -1, "concept": 0.99, "fluency": 0.9, "kl": 0.2},  # prompted: never a candidate
+        {"point": 1, "concept": 0.3, "fluency": 0.9, "kl": 0.01},
+        {"point": 2, "concept": 0.98, "fluency": 0.8, "kl": None},  # "Yesnonoinnoin..."
+        {"point": 3, "concept": 0.9, "fluency": 0.9, "kl": 0.3},
+    ]
+    assert pick_judged(judged, max_kl=0.05)["point"] == 1
+    assert pick_judged(judged, max_kl=math.inf)["point"] == 2
+    with pytest.raises(SteerfrontError, match="with a known kl within 0.001"):
+        pick_judged(judged[:1] + judged[3:], max_kl=0.001)
