@@ -167,7 +167,7 @@ def test_judge_says_why_it_picked_nothing(capsys):
         {"point": 0, "judge": "local", "fluency": 0.5, "concept": 0.1},
         {"point": 1, "judge": "local", "fluency": 0.01, "concept": 0.9, "trial_id": "t", "m": 1.0},
     ]
-    shown = examples([], judged, ["concept", "fluency"], None)
+    shown = examples([], judged, ["concept", "fluency"], None, 0.05)
     assert shown["picked"] is None and "no judged point keeps fluency >= 0.25" in shown["why"]
     for row in judged:
         row.update(form="vector", objective="diffmean", layer=1, m=row.get("m", 0.0))
