@@ -104,7 +104,7 @@ def run_grid(space: SearchSpace, settings: SearchSettings, m_values: int) -> dic
     """Every (form, layer) trained once and scored at `m_values` values of m in one pass."""
     started = time.perf_counter()
     with ray_session(None):  # the baseline comes from a worker, as in a search
-        setup, layers, _, _ = prepare(space, new_setup(space, settings), settings.resources)
+        ((setup, layers, _, _),) = prepare(space, [new_setup(space, settings)], settings.resources)
     lm = load_checked(settings.model)
     splits = setup.splits()
     encoded = encode_pairs(lm.tokenizer, splits.val)

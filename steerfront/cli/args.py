@@ -91,12 +91,22 @@ def add_dtype(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_concept(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--concept",
-        default=DEFAULT_CONCEPT,
-        help=f"built-in concept name or path to a concept file (default: {DEFAULT_CONCEPT})",
-    )
+def add_concept(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """`--concept` (with `many`, repeatable: a launch, one search per concept) and `--format`."""
+    if many:
+        parser.add_argument(
+            "--concept",
+            action="append",
+            default=None,
+            help="built-in concept name or path to a concept file; give it again for more "
+            f"concepts, searched in one launch (default: {DEFAULT_CONCEPT})",
+        )
+    else:
+        parser.add_argument(
+            "--concept",
+            default=DEFAULT_CONCEPT,
+            help=f"built-in concept name or path to a concept file (default: {DEFAULT_CONCEPT})",
+        )
     add_format(parser)
 
 

@@ -1,9 +1,12 @@
 """Printing the commands share: front tables, a point in one line, judged points and two
-generations side by side, the layer priors table."""
+generations side by side, the layer priors table, a launch's report; and `steerfront report`,
+which prints a launch's report again."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
 import sys
 
 from steerfront.search.best import verdict
@@ -168,3 +171,60 @@ def print_layers(document: dict) -> None:
         f"window {lo}..{hi}): {', '.join(map(str, document['recommended']))}"
     )
     print(f"wrote {document['out']}/: layers.json, layers.png")
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    from steerfront.cli.args import add_output, add_storage
+
+    report = commands.add_parser(
+        "report", help="print a launch's report again: one row per concept, best gain first"
+    )
+    report.add_argument("launch", help="launch name (steerfront search --concept A --concept B)")
+    add_storage(report)
+    add_output(report, '{"launch", "report": a row per concept, "model_loads"}', progress=False)
+    report.set_defaults(run=run, parser=report)
+
+
+def run(args: argparse.Namespace) -> None:
+    from steerfront.search.launch import read_report
+
+    document = read_report(args.storage, args.launch)
+    if args.json:
+        print(json.dumps(document, default=str))
+        return
+    print_report(document)
+
+
+def print_report(document: dict) -> None:
+    """A launch's report: a row per concept (best test gain over unsteered first) with its
+    pick, gains over unsteered and over prompting (95% intervals), kl, verdict, the judge's
+    scores of the pick (when judged) and the layer prior's best layer."""
+    heads = ("concept", "pick", "gain [95%]", "vs prompted [95%]", "kl", "verdict")
+    heads += ("judged c/f", "prior layer")
+    rows = []
+    for r in document["report"]:
+        pick = (
+            "-"
+            if r["form"] is None
+            else (f"{r['form']} {r['objective']} L{int(r['layer'])} m {r['m']:.3g}")
+        )
+        judged = (
+            "-"
+            if r["judged_concept"] is None
+            else (f"{r['judged_concept']:.2f}/{r['judged_fluency']:.2f}")
+        )
+        rows.append((r["concept"], pick, _gain(r, "gain"), _gain(r, "prompted_gain"),
+                     cell(r["kl"]), r["verdict"], judged, cell(r["prior_layer"])))  # fmt: skip
+    widths = [max(len(str(x)) for x in column) for column in zip(heads, *rows, strict=True)]
+    for line in (heads, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    loads = document.get("model_loads")
+    print(f"launch {document['launch']}: {len(rows)} concepts"
+          + (f", {loads} model loads in the trial workers" if loads is not None else "")
+          + f"; report in {document['folder']}/report.parquet and report.png")  # fmt: skip
+
+
+def _gain(row: dict, key: str) -> str:
+    if row[key] is None:
+        return "-"
+    return f"{row[key]:+.2f} [{row[f'{key}_lo']:.2f}, {row[f'{key}_hi']:.2f}]"

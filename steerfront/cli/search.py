@@ -27,8 +27,8 @@ from steerfront.cli.args import (
     words,
 )
 from steerfront.cli.checks import model_config
-from steerfront.cli.report import describe, print_front, print_judged
-from steerfront.defaults import CACHE_SHARE, LAYER_PRIORS, SEARCH, SEARCH_SPACE
+from steerfront.cli.report import describe, print_front, print_judged, print_report
+from steerfront.defaults import CACHE_SHARE, DEFAULT_CONCEPT, LAYER_PRIORS, SEARCH, SEARCH_SPACE
 from steerfront.errors import SteerfrontError
 from steerfront.search.storage import Store, is_uri
 
@@ -47,7 +47,16 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     add_model(search)
     add_dtype(search)
-    add_concept(search)
+    add_concept(search, many=True)
+    search.add_argument(
+        "--concepts",
+        metavar="FILE_OR_FOLDER",
+        default=None,
+        help="many concepts in one launch: a folder of concept files, a JSONL list (a line per "
+        'concept: a JSON string or {"concept": ...}) or a parquet file with an '
+        "output_concept (AxBench) or concept column; one search per concept, NAME-CONCEPT, "
+        "each with --trials, and a report across them (steerfront report NAME)",
+    )
     add_end_of_turn(search)
     add_per_token(search)
     search.add_argument(
@@ -109,12 +118,17 @@ def add(commands: argparse._SubParsersAction) -> None:
         help="comma-separated training budgets in optimizer steps "
         f"(default: {','.join(map(str, SEARCH_SPACE['steps']))})",
     )
-    search.add_argument("--name", default=None, help="search name (default: search-DATE-TIME)")
+    search.add_argument(
+        "--name",
+        default=None,
+        help="search name (default: search-DATE-TIME; a launch's: launch-DATE-TIME)",
+    )
     search.add_argument(
         "--resume",
         metavar="NAME",
         default=None,
-        help="continue the search NAME whose driver stopped (default: start a new search)",
+        help="continue the search (or launch) NAME whose driver stopped (default: start a new "
+        "search)",
     )
     search.add_argument(
         "--storage",
@@ -208,6 +222,17 @@ def run(args: argparse.Namespace) -> None:
     if args.trials < 1:
         raise SteerfrontError(f"--trials must be at least 1, not {args.trials}")
     top = args.layers.k if isinstance(args.layers, Top) else None
+    concepts = list(args.concept or [])
+    if args.concepts:
+        from steerfront.data.concepts import concept_set
+
+        concepts += concept_set(args.concepts)
+    if args.resume and is_launch(args.storage, args.resume):
+        return run_launch_command(args, None, None)
+    launch = len(concepts) > 1 or bool(args.concepts)
+    if launch and args.resume:
+        raise SteerfrontError(f"--resume {args.resume}: a resumed search keeps its concepts")
+    args.concept = concepts[0] if concepts else DEFAULT_CONCEPT
     if args.resume:
         settings, space = resumed(args, top)
     else:
@@ -219,7 +244,8 @@ def run(args: argparse.Namespace) -> None:
         }
         space = load_space(args.space, overrides)
         settings = SearchSettings(
-            name=args.name or time.strftime("search-%Y%m%d-%H%M%S"),
+            name=args.name
+            or time.strftime("launch-%Y%m%d-%H%M%S" if launch else "search-%Y%m%d-%H%M%S"),
             model=args.model,
             dtype=args.dtype,
             concept=args.concept,
@@ -251,6 +277,8 @@ def run(args: argparse.Namespace) -> None:
         settings.judge = judge and judge.stored()
         if top is not None:
             check_top(top, space, settings.model)
+        if launch:
+            return run_launch_command(args, space, settings, concepts)
         new_folder(settings)
     summary = run_search(space, settings, resume=bool(args.resume))
     if args.json:
@@ -283,6 +311,38 @@ def run(args: argparse.Namespace) -> None:
     if "judged" in summary:
         print()
         print_judged(summary)
+
+
+def is_launch(storage: str, name: str) -> bool:
+    from steerfront.search.launch import is_launch as kept
+
+    return kept(storage, name)
+
+
+def run_launch_command(
+    args: argparse.Namespace,
+    space: SearchSpace | None,
+    settings: SearchSettings | None,
+    concepts: list[str] | None = None,
+) -> None:
+    """A launch (`settings` as each concept's search, named NAME-CONCEPT), or with `--resume`
+    the launch NAME resumed; prints its report."""
+    from steerfront.search.launch import resume_launch, run_launch
+
+    if args.resume:
+        summary = resume_launch(args.storage, args.resume, quiet=args.quiet)
+    else:
+        from dataclasses import replace
+
+        from steerfront.data.concepts import concept_label
+
+        for concept in concepts:  # a search never writes among a user's files
+            new_folder(replace(settings, name=f"{settings.name}-{concept_label(concept)}"))
+        summary = run_launch(space, settings.name, settings, concepts)
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return
+    print_report(summary)
 
 
 def check_top(top: int, space: SearchSpace, model: str) -> None:

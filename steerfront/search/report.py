@@ -35,6 +35,22 @@ RESULT_FILES = ("trials.parquet", "front.parquet", "pareto.png", "hypervolume.pn
 _COLOURS = {"vector": "tab:blue", "lora": "tab:green", "local_weight": "tab:red"}
 
 
+def settle_searches(
+    searches: list[tuple[list[dict], SearchSetup, float]], resources: dict[str, float]
+) -> list[Settled]:
+    """The model's part of each search's results (`records`, `setup`, `max_util_drop`): dense
+    points' kl and test metrics, the pick, its export; in one worker with `resources` for all
+    (a launch's concepts load the model once)."""
+    jobs = [
+        (points([r for r in records if r["status"] == "done"], extended=True), setup, drop)
+        for records, setup, drop in searches
+    ]
+    todo = [job for job in jobs if job[0]]
+    settled = iter(in_worker(settle_and_export, resources, todo) if todo else [])
+    empty = Settled([], None, "the search has no finished trials to pick from", {}, [])
+    return [next(settled) if job[0] else empty for job in jobs]
+
+
 def write_results(
     folder: Path,
     records: list[dict],
@@ -42,17 +58,13 @@ def write_results(
     tracker: Tracker,
     max_util_drop: float,
     reference: tuple[float, float],
-    resources: dict[str, float],
+    settled: Settled,
 ) -> dict:
-    """Fronts, figures, best configuration and artifacts; the summary a search prints. The
-    model's part (test metrics of dense points, the export) runs in a worker with `resources`."""
+    """Fronts, figures, best configuration and artifacts; the summary a search prints, from
+    the model's part (`settle_searches`)."""
     done = [r for r in records if r["status"] == "done"]
     axes = setup.axes
     plain = front(points(done, extended=False), *axes)
-    settled = Settled([], None, "the search has no finished trials to pick from", {}, [])
-    if done:  # the model's part: dense points' kl and test metrics, the pick, its export
-        candidates = points(done, extended=True)
-        settled = in_worker(settle_and_export, resources, candidates, setup, max_util_drop)
     _add_dense_kl(done, settled.dense_kl)
     extended, best = settled.front, settled.best
     if settled.problem:

@@ -28,67 +28,119 @@ from steerfront.files import write_atomic
 from steerfront.search.axes import MAXIMISED, feasible
 from steerfront.search.best import front_volume, read_trials, volume_reference
 from steerfront.search.records import PER_PAIR, RESULT_KEYS, write_table
-from steerfront.search.report import RESULT_FILES, write_results
+from steerfront.search.report import RESULT_FILES, settle_searches, write_results
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.space import Sampler, SearchSpace, check_top, top_layers
 from steerfront.search.storage import Store, is_uri
 from steerfront.search.tracking import PARAMS, Tracker, prompted_metrics, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
-from steerfront.search.worker import in_worker, unsteered
+from steerfront.search.worker import Settled, in_worker, unsteered
 
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
     """Run (or resume) a search to its trial budget; return its summary."""
-    tracking_uri(settings.tracking_uri, settings.storage)  # an object store needs a server
-    if settings.address:
-        _check_reachable(settings.address)
-    store, folder = settings.store, settings.folder
-    where = store.uri or folder
-    exists = store.pull(STATE)
-    if resume and not exists:
-        raise SteerfrontError(f"no search named {settings.name!r} in {settings.storage} to resume")
-    if not resume and exists:
-        raise SteerfrontError(
-            f"a search named {settings.name!r} exists in {where}; resume it with --resume "
-            f"{settings.name} or choose another --name"
-        )
-    state = None
-    if resume:
-        store.pull("trials.parquet")
-        state = json.loads((folder / STATE).read_text())
-        setup = SearchSetup(**state["setup"])
-    else:
-        setup = new_setup(space, settings)  # a concept too small fails before Ray starts
-    with ray_session(settings.address):
-        if resume:  # the sampler, prior included, comes back with Tune's saved searcher
-            layers, memory, prior = state["layers"], None, None
-        else:  # a space the model cannot have, or a GPU share too small, fails here
-            setup, layers, memory, prior = prepare(
-                space, setup, settings.resources, settings.layer_prior, settings.top_layers
+    return drive(space, [settings], resume=resume)[0]
+
+
+def drive(
+    space: SearchSpace,
+    searches: list[SearchSettings],
+    experiment: Store | None = None,
+    resume: bool = False,
+    ready: Callable[[], str | None] | None = None,
+) -> list[dict]:
+    """Run (or resume) `searches` (one, or a launch's: one per concept, sharing the model,
+    the space and how they run) in one Ray Tune experiment kept in `experiment` (default: the
+    one search's own folder), each to its
+    own trial budget, taking turns for the workers (`FairShare`); their summaries. A bad
+    concept fails here, in one line, before Ray starts; `ready` (a launch's) is called once
+    every search is checked and scored unsteered, before the first is written, and gives the
+    MLflow run to nest them under."""
+    first = searches[0]
+    tracking_uri(first.tracking_uri, first.storage)  # an object store needs a server
+    if first.address:
+        _check_reachable(first.address)
+    experiment = experiment or first.store
+    states, setups = [], []
+    for settings in searches:
+        store = settings.store
+        where = store.uri or settings.folder
+        exists = store.pull(STATE)
+        if resume and not exists:
+            raise SteerfrontError(
+                f"no search named {settings.name!r} in {settings.storage} to resume"
             )
-            if store.uri:
-                shutil.rmtree(folder, ignore_errors=True)  # a stale mirror of a deleted search
-        summary = _run(space, settings, setup, layers, state, memory, prior)
-        if settings.judge and summary["trials"] >= settings.trials:
-            from steerfront.search.judge_settings import JudgeSettings
-            from steerfront.search.judged import judge_search
+        if not resume and exists:
+            raise SteerfrontError(
+                f"a search named {settings.name!r} exists in {where}; resume it with --resume "
+                f"{experiment.name} or choose another --name"
+            )
+        state = None
+        if resume:
+            store.pull("trials.parquet")
+            state = json.loads((settings.folder / STATE).read_text())
+            setup = SearchSetup(**state["setup"])
+        else:
+            setup = new_setup(space, settings)  # a concept too small fails before Ray starts
+        states.append(state)
+        setups.append(setup)
+    with ray_session(first.address):
+        if resume:  # the sampler, prior included, comes back with Tune's saved searcher
+            pairs = zip(setups, states, strict=True)
+            prepared = [(setup, s["layers"], None, s.get("layer_prior")) for setup, s in pairs]
+        else:  # a space the model cannot have, or a GPU share too small, fails here
+            prepared = prepare(space, setups, first.resources, first.layer_prior, first.top_layers)
+            for settings in searches:
+                if settings.store.uri:
+                    shutil.rmtree(settings.folder, ignore_errors=True)  # a stale mirror
+        launch_run_id = ready() if ready is not None else None
+        recorders = [
+            _start(space, settings, *ready, state, launch_run_id)
+            for settings, ready, state in zip(searches, prepared, states, strict=True)
+        ]
+        interrupted = False
+        try:
+            _tune(space, recorders, experiment, resume)
+        except KeyboardInterrupt:
+            interrupted = True
+        jobs = [(r.records, r.search_setup, r.max_util_drop) for r in recorders]
+        settled = settle_searches(jobs, first.resources)
+        summaries = [r.finish(done) for r, done in zip(recorders, settled, strict=True)]
+        ended = list(zip(summaries, recorders, strict=True))
+        if interrupted or any(s["trials"] < r.settings.trials for s, r in ended):
+            kept = ", ".join(
+                f"{r.settings.name} {s['trials']} of {r.settings.trials}" for s, r in ended
+            )
+            print(
+                f"steerfront: search {experiment.name} stopped after {kept} trials (all kept); "
+                f"continue it with: steerfront search --resume {experiment.name} --storage "
+                f"{first.storage}",
+                file=sys.stderr,
+            )
+        if interrupted:
+            raise KeyboardInterrupt
+        for settings, summary in zip(searches, summaries, strict=True):
+            if settings.judge and summary["trials"] >= settings.trials:
+                from steerfront.search.judge_settings import JudgeSettings
+                from steerfront.search.judged import judge_search
 
-            summary.update(judge_search(settings, JudgeSettings(**settings.judge)))
-        return summary
+                summary.update(judge_search(settings, JudgeSettings(**settings.judge)))
+        return summaries
 
 
-def _run(
+def _start(
     space: SearchSpace,
     settings: SearchSettings,
     setup: SearchSetup,
     layers: list[int],
+    memory: dict[str, float] | None,
+    prior: dict | None,
     state: dict | None,
-    memory: dict[str, float] | None = None,
-    prior: dict | None = None,
-) -> dict:
-    """The search itself, once its input is known to be good (`state`: a resumed search's;
-    `memory` and `prior`: a new search's resolved memory settings and layer prior, as
-    `prepare` gives them)."""
+    launch_run_id: str | None,
+) -> Recorder:
+    """One search set up to run, once its input is known to be good (`state`: a resumed
+    search's; `memory` and `prior`: a new search's resolved memory settings and layer prior,
+    as `prepare` gives them): its MLflow run, its state file, its recorder."""
     prior = prior or {"name": "none", "scores": {}}
     resume = state is not None
     store, folder = settings.store, settings.folder
@@ -105,6 +157,7 @@ def _run(
         settings.name,
         state["parent_run_id"] if resume else None,
         artifact_root=folder.parent / "mlartifacts",
+        launch_run_id=launch_run_id,
     )
     if not resume:
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,25 +199,9 @@ def _run(
         )
         write_atomic(folder / STATE, document.encode())
         store.push(STATE)
-    recorder = Recorder(folder, tracker, setup, settings)
-    interrupted = False
-    try:
-        scores = prior["scores"]
-        weights = tuple(scores[layer] for layer in layers) if scores else None
-        _tune(space, settings, setup, layers, recorder, resume, weights)
-    except KeyboardInterrupt:
-        interrupted = True
-    summary = recorder.finish()
-    if interrupted or summary["trials"] < settings.trials:
-        print(
-            f"steerfront: search {settings.name} stopped after {summary['trials']} of "
-            f"{settings.trials} trials (all kept); continue it with: steerfront search "
-            f"--resume {settings.name} --storage {settings.storage}",
-            file=sys.stderr,
-        )
-    if interrupted:
-        raise KeyboardInterrupt
-    return summary
+    scores = {int(layer): score for layer, score in prior["scores"].items()}  # JSON: str keys
+    weights = tuple(scores[layer] for layer in layers) if scores else None
+    return Recorder(folder, tracker, setup, settings, layers, weights)
 
 
 def new_setup(space: SearchSpace, settings: SearchSettings) -> SearchSetup:
@@ -211,23 +248,26 @@ def _neutral_prompts(path: str | None) -> str | None:
 
 def prepare(
     space: SearchSpace,
-    setup: SearchSetup,
+    setups: list[SearchSetup],
     resources: dict[str, float],
     layer_prior: str = "none",
     top: int | None = None,
-) -> tuple[SearchSetup, list[int], dict[str, float], dict]:
+) -> list[tuple[SearchSetup, list[int], dict[str, float], dict]]:
     """Check the space against the model and a trial's memory against its share, and score
-    the unsteered and prompted models (and the layer prior) once, in a Ray worker with a
-    trial's `resources` (inside `ray_session`); `setup` with its baselines, the layers (with
-    `top`, only the prior's `top` best, ascending), the memory settings and the layer prior
-    (`{"name", "scores": {layer: score}}`, every layer of the space scored)."""
-    done = in_worker(unsteered, resources, setup, space, layer_prior)
-    layers = done.layers
-    if top is not None:
-        check_top(top, layers)
-        layers = sorted(top_layers(layers, [done.prior[layer] for layer in layers], top))
-    prior = {"name": layer_prior, "scores": done.prior}
-    return replace(setup, **done.baselines), layers, done.memory, prior
+    the unsteered and prompted models (and the layer prior) once, in one Ray worker with a
+    trial's `resources` for every setup (inside `ray_session`); per setup: the setup with its
+    baselines, the layers (with `top`, only the prior's `top` best, ascending), the memory
+    settings and the layer prior (`{"name", "scores": {layer: score}}`, every layer of the
+    space scored)."""
+    prepared, done_all = [], in_worker(unsteered, resources, setups, space, layer_prior)
+    for setup, done in zip(setups, done_all, strict=True):
+        layers = done.layers
+        if top is not None:
+            check_top(top, layers)
+            layers = sorted(top_layers(layers, [done.prior[layer] for layer in layers], top))
+        prior = {"name": layer_prior, "scores": done.prior}
+        prepared.append((replace(setup, **done.baselines), layers, done.memory, prior))
+    return prepared
 
 
 @contextmanager
@@ -245,26 +285,20 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-def _tune(
-    space: SearchSpace,
-    settings: SearchSettings,
-    setup: SearchSetup,
-    layers: list[int],
-    recorder: Recorder,
-    resume: bool,
-    prior: tuple[float, ...] | None = None,
-) -> None:
+def _tune(space: SearchSpace, recorders: list[Recorder], experiment: Store, resume: bool) -> None:
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from steerfront.search.samplers import ConstrainedOptunaSearch, make_sampler
+    from steerfront.search.samplers import ConstrainedOptunaSearch, FairShare, make_sampler
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress lines replace Tune's
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")  # state saved after every step
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def trainable(config: dict, setup: SearchSetup) -> None:
+    def trainable(config: dict, setups: dict[str, SearchSetup]) -> None:
+        # a search made before launches has no `search` in its configs: it is the only one
+        setup = setups[config.get("search", next(iter(setups)))]
         # A trial kept before the driver died (but after Tune's last save) is not run again.
         kept = _kept_result(setup.store, tune.get_context().get_trial_id())
         if kept is not None:
@@ -277,42 +311,49 @@ def _tune(
             failed = dict.fromkeys(("pref_odds", "util_odds", "kl"), math.nan)
             tune.report({**failed, "error": error})
 
-    trainable = tune.with_resources(
-        tune.with_parameters(trainable, setup=setup), settings.resources
-    )
-    store = settings.store
+    first = recorders[0].settings
+    setups = {r.settings.name: r.search_setup for r in recorders}
+    trainable = tune.with_resources(tune.with_parameters(trainable, setups=setups), first.resources)
+    callback = Recorders(recorders)
     if resume:
-        tuner = tune.Tuner.restore(store.uri or str(store.local), trainable, resume_errored=False)
-    else:
-        sampler = Sampler(space, layers, prior)
-        objectives = list(setup.front_objectives)
-        search = ConstrainedOptunaSearch(
-            sampler,
-            points_to_evaluate=sampler.first_points(),
-            metric=objectives,
-            mode=["max" if MAXIMISED[name] else "min" for name in objectives],
-            sampler=make_sampler(settings.sampler, settings.trials, settings.seed),
-            max_kl=setup.max_kl,
+        tuner = tune.Tuner.restore(
+            experiment.uri or str(experiment.local), trainable, resume_errored=False
         )
-        concurrency = settings.concurrency or _slots(settings)
+        tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not restored
+    else:
+        searchers = {}
+        for recorder in recorders:
+            settings, setup = recorder.settings, recorder.search_setup
+            sampler = Sampler(space, recorder.layers, recorder.prior)
+            objectives = list(setup.front_objectives)
+            searchers[settings.name] = ConstrainedOptunaSearch(
+                sampler,
+                points_to_evaluate=sampler.first_points(),
+                metric=objectives,
+                mode=["max" if MAXIMISED[name] else "min" for name in objectives],
+                sampler=make_sampler(settings.sampler, settings.trials, settings.seed),
+                max_kl=setup.max_kl,
+            )
+        budgets = {r.settings.name: r.settings.trials - len(r.records) for r in recorders}
+        concurrency = first.concurrency or _slots(first)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(search, max_concurrent=concurrency),
-                num_samples=settings.trials,
+                search_alg=ConcurrencyLimiter(
+                    FairShare(searchers, budgets), max_concurrent=concurrency
+                ),
+                num_samples=sum(budgets.values()),
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=settings.name,
-                storage_path=settings.storage if store.uri else str(store.local.parent),
-                callbacks=[recorder],
+                name=experiment.name,
+                storage_path=first.storage if experiment.uri else str(experiment.local.parent),
+                callbacks=[callback],
                 verbose=0,
-                failure_config=tune.FailureConfig(max_failures=settings.retries),
+                failure_config=tune.FailureConfig(max_failures=first.retries),
                 sync_config=tune.SyncConfig(sync_period=0),  # an object store: after every step
             ),
         )
-    if resume:
-        tuner._local_tuner._run_config.callbacks = [recorder]  # callbacks are not restored
     tuner.fit()
 
 
@@ -404,7 +445,13 @@ class Recorder(Callback):
     """Keeps every finished or failed trial: Parquet first, then MLflow, then progress."""
 
     def __init__(
-        self, folder: Path, tracker: Tracker, setup: SearchSetup, settings: SearchSettings
+        self,
+        folder: Path,
+        tracker: Tracker,
+        setup: SearchSetup,
+        settings: SearchSettings,
+        layers: list[int],
+        prior: tuple[float, ...] | None,
     ) -> None:
         self.folder, self.tracker, self.search_setup, self.settings = (
             folder,
@@ -412,10 +459,13 @@ class Recorder(Callback):
             setup,
             settings,
         )
+        self.layers, self.prior = layers, prior  # the sampler's (a new search's)
+        self.max_util_drop = settings.extra.get("max_util_drop", 1.0)
         self.records = read_trials(folder)
         self.axes = setup.axes
         self.reference = volume_reference(setup.baseline, settings.util_floor, *self.axes)
         self.started = time.monotonic()
+        self.label = ""  # the search's name, when it runs beside others (`Recorders`)
         self.mlflow_ok = True
         self._sync_mlflow()
 
@@ -450,7 +500,7 @@ class Recorder(Callback):
             over = sum(1 for r in done if r.get("feasible") is False)
             infeasible = f", {over} over --max-kl" if over else ""
             print(
-                f"[{time.monotonic() - self.started:6.0f}s] trials {len(self.records)}/"
+                f"[{time.monotonic() - self.started:6.0f}s] {self.label}trials {len(self.records)}/"
                 f"{self.settings.trials}: {len(done)} finished{infeasible}, {running} running, "
                 f"{failed} failed; hypervolume {_volumes(volumes)}",
                 file=sys.stderr,
@@ -489,19 +539,48 @@ class Recorder(Callback):
         except SteerfrontError as exc:
             print(f"steerfront: warning: {exc}; kept in {self.folder}", file=sys.stderr)
 
-    def finish(self) -> dict:
+    def finish(self, settled: Settled) -> dict:
+        """The search's results, from the model's part of them (`settle_searches`)."""
         self._sync_mlflow()
         summary = write_results(
             self.folder,
             self.records,
             self.search_setup,
             self.tracker,
-            self.settings.extra.get("max_util_drop", 1.0),
+            self.max_util_drop,
             self.reference,
-            self.settings.resources,
+            settled,
         )
+        summary["concept"] = self.settings.concept
+        ranked = sorted(zip(self.prior, self.layers, strict=True)) if self.prior else []
+        summary["prior_layer"] = ranked[-1][1] if ranked else None  # the prior's best layer
         self._push(*RESULT_FILES)
         return summary
+
+
+class Recorders(Callback):
+    """Routes each trial to its search's `Recorder` (by its config's `search`; a search made
+    before launches has none: it is the only one)."""
+
+    def __init__(self, recorders: list[Recorder]) -> None:
+        self.by_name = {r.settings.name: r for r in recorders}
+        if len(recorders) > 1:
+            for name, recorder in self.by_name.items():
+                recorder.label = f"{name}: "
+
+    def __getstate__(self) -> dict:  # Tune saves its callbacks; ours are re-attached on resume
+        return {}
+
+    def _owner(self, trial: object) -> Recorder:
+        return self.by_name[trial.config.get("search", next(iter(self.by_name)))]
+
+    def on_trial_complete(
+        self, iteration: int, trials: list, trial: object, **info: object
+    ) -> None:
+        self._owner(trial).on_trial_complete(iteration, trials, trial, **info)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: object, **info: object) -> None:
+        self._owner(trial).on_trial_error(iteration, trials, trial, **info)
 
 
 def _volumes(volumes: dict[str, float]) -> str:

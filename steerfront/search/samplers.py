@@ -1,10 +1,16 @@
-"""Optuna samplers by name, each one that Ray Tune can pickle with the search state, and Ray's
-Optuna searcher with the kl constraint."""
+"""Optuna samplers by name, each one that Ray Tune can pickle with the search state, Ray's
+Optuna searcher with the kl constraint, and the searcher that lets several searches share
+one Ray Tune experiment (a launch's concepts)."""
 
+import base64
+import json
 import math
+import tempfile
 import threading
+from pathlib import Path
 
 import optuna
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 
@@ -60,3 +66,59 @@ class ConstrainedOptunaSearch(OptunaSearch):
         ):
             trial.set_constraint("kl", float(kl) - self._max_kl)
         super().on_trial_complete(trial_id, result, error)
+
+
+class FairShare(Searcher):
+    """Several searches in one Ray Tune experiment: each has its own searcher (its own Optuna
+    study) and trial budget, and the next free worker goes to the search that has started the
+    fewest trials, so a slow concept never starves the rest. A trial's config names its search
+    (`search`), by which the trainable and the recorders find theirs."""
+
+    def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int]) -> None:
+        first = next(iter(searchers.values()))
+        super().__init__(metric=first.metric, mode=first.mode)
+        self.searchers, self.budgets = searchers, budgets
+        self.started = dict.fromkeys(searchers, 0)
+        self.owner: dict[str, str] = {}  # trial id -> its search
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        open_ = [name for name in self.searchers if self.started[name] < self.budgets[name]]
+        if not open_:
+            return Searcher.FINISHED
+        name = min(open_, key=lambda n: self.started[n])
+        config = self.searchers[name].suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return config
+        self.started[name] += 1
+        self.owner[trial_id] = name
+        return {**config, "search": name}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Its own state as JSON, with each search's searcher state as that searcher saves it."""
+        saved = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, searcher in self.searchers.items():
+                path = Path(tmp) / "searcher"
+                searcher.save(str(path))
+                saved[name] = base64.b64encode(path.read_bytes()).decode()
+        state = {"started": self.started, "budgets": self.budgets, "owner": self.owner}
+        Path(checkpoint_path).write_text(json.dumps({**state, "searchers": saved}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, searcher in self.searchers.items():
+                path = Path(tmp) / "searcher"
+                path.write_bytes(base64.b64decode(state["searchers"][name]))
+                searcher.restore(str(path))
+        self.started, self.budgets, self.owner = state["started"], state["budgets"], state["owner"]

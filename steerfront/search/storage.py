@@ -31,6 +31,7 @@ class Store:
     """One search's folder: `local` on this machine and, for an object store, `uri`."""
 
     def __init__(self, storage: str, name: str) -> None:
+        self.name = name
         if not is_uri(storage):
             self.uri, self.local = None, Path(storage).resolve() / name
             return

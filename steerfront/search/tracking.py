@@ -85,7 +85,11 @@ class Tracker:
         name: str,
         parent_run_id: str | None = None,
         artifact_root: Path | None = None,
+        launch_run_id: str | None = None,
+        kind: str = "search",
     ) -> None:
+        """The run of search (or, `kind` "launch", launch) `name`: `parent_run_id`'s, else a new
+        one, nested under the launch's run `launch_run_id` when it is one of a launch's."""
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration chatter
@@ -102,7 +106,7 @@ class Tracker:
         try:
             with self._turn():  # the client sets up (migrates) a new store: one at a time
                 self.client = MlflowClient(tracking_uri=tracking_uri)
-                self._open(name, parent_run_id, artifact_root)
+                self._open(name, parent_run_id, artifact_root, launch_run_id, kind)
         except Exception as exc:  # any store or server failure
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SteerfrontError(f"MLflow tracking store {tracking_uri}: {message}") from None
@@ -120,7 +124,14 @@ class Tracker:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _open(self, name: str, parent_run_id: str | None, artifact_root: Path | None) -> None:
+    def _open(
+        self,
+        name: str,
+        parent_run_id: str | None,
+        artifact_root: Path | None,
+        launch_run_id: str | None,
+        kind: str,
+    ) -> None:
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         self.experiment_id = (
             experiment.experiment_id
@@ -130,8 +141,11 @@ class Tracker:
             )
         )
         if parent_run_id is None:
+            tags = {f"steerfront.{kind}": name}
+            if launch_run_id is not None:
+                tags["mlflow.parentRunId"] = launch_run_id
             parent_run_id = self.client.create_run(
-                self.experiment_id, run_name=name, tags={"steerfront.search": name}
+                self.experiment_id, run_name=name, tags=tags
             ).info.run_id
         self.parent_run_id = parent_run_id
 

@@ -53,7 +53,8 @@ from steerfront.search.storage import Store
 
 SCORED_SPLITS = ("val", "test")
 DENSE_SPAN = 0.5  # the dense values of m cover this fraction of the form's m range
-# Set by the reliability tests to inject faults into trials of one form: "raise:lora", "exit:lora".
+# Set by the reliability tests to inject faults into trials of one form, or of one search of a
+# launch: "raise:lora", "exit:lora", "raise:NAME".
 FAULT_ENV = "STEERFRONT_FAULT"
 
 
@@ -155,31 +156,36 @@ def prompting_instruction(concept: str) -> str:
     return concept_instruction(asked_concept(concept), "+")
 
 
-_WORKER: dict = {}  # this process's model, pair sets and cache, kept across trials
+_WORKER: dict = {}  # this process's model and cache, and each concept's pair sets, across trials
 
 
 def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, MemoryCache, bool]:
-    key = (
-        setup.model,
+    """The model (loaded once per worker, whatever concepts its trials serve: a launch's
+    concepts share it), the concept's splits and encoded scored splits, the cache, and whether
+    the model was loaded for this call."""
+    key = (setup.model, setup.device, setup.dtype, setup.cache_gb)
+    loaded = _WORKER.get("key") != key
+    if loaded:
+        _WORKER.clear()  # the last model goes before this one loads
+        lm = setup.load()
+        cache = MemoryCache(setup.cache_bytes(lm.device))
+        _WORKER.update(key=key, lm=lm, cache=cache, concepts={})
+        release_unused()  # loading's buffers
+    lm = _WORKER["lm"]
+    concept = (
         setup.concept,
         setup.fmt,
         setup.val_fraction,
         setup.test_fraction,
         setup.seed,
         setup.end_of_turn,
-        setup.dtype,
-        setup.cache_gb,
     )
-    loaded = _WORKER.get("key") != key
-    if loaded:
-        _WORKER.clear()  # the last search's model goes before this one's loads
-        lm = setup.load()
+    if concept not in _WORKER["concepts"]:
         splits = setup.splits()
         encoded = {name: setup.encode(lm, getattr(splits, name)) for name in SCORED_SPLITS}
-        cache = MemoryCache(setup.cache_bytes(lm.device))
-        _WORKER.update(key=key, lm=lm, splits=splits, encoded=encoded, cache=cache)
-        release_unused()  # loading's buffers
-    return _WORKER["lm"], _WORKER["splits"], _WORKER["encoded"], _WORKER["cache"], loaded
+        _WORKER["concepts"][concept] = splits, encoded
+    splits, encoded = _WORKER["concepts"][concept]
+    return lm, splits, encoded, _WORKER["cache"], loaded
 
 
 def train_spec(config: dict, seed: int) -> TrainSpec:
@@ -378,7 +384,7 @@ def score_kl(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
 def _inject_fault(config: dict) -> None:
     fault = os.environ.get(FAULT_ENV, "")
     kind, _, form = fault.partition(":")
-    if fault and form == config.get("form"):
+    if fault and form in (config.get("form"), config.get("search")):
         if kind == "exit":
             os._exit(3)
         raise SteerfrontError(f"injected fault in a {form} trial ({FAULT_ENV}={fault})")

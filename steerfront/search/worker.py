@@ -68,12 +68,16 @@ class Unsteered:
     prior: dict[int, float]  # the layer prior's score per layer searched; empty for none
 
 
-def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Unsteered:
-    """The unsteered and prompted models' scores, the layers to search, the memory settings
-    and, unless `prior` is none, the layer prior's scores of those layers (`scoring.priors`:
-    the navigator's d + c, or the lens), from one pass over the training pairs while the model
-    is loaded here anyway. The space is checked against the model's configuration, and a
-    trial's memory against its share of the GPU, before the model loads."""
+def unsteered(
+    setups: list[SearchSetup], space: SearchSpace, prior: str = "none"
+) -> list[Unsteered]:
+    """Per setup (one per concept of a launch; they share the model and its settings): the
+    unsteered and prompted models' scores, the layers to search, the memory settings and,
+    unless `prior` is none, the layer prior's scores of those layers (`scoring.priors`: the
+    navigator's d + c, or the lens), from one pass over the training pairs while the model is
+    loaded here anyway, once for all setups. The space is checked against the model's
+    configuration, and a trial's memory against its share of the GPU, before the model loads."""
+    setup = setups[0]
     config = load_config(setup.model)
     device, dtype = resolve(setup.device, setup.dtype)
     d, ff = config.hidden_size, config.intermediate_size  # the down-projection's shape
@@ -92,6 +96,13 @@ def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Un
         )
         memory["trial_memory_gb"] = round(estimate["total"] / GB, 2)
     lm = setup.load()
+    return [
+        Unsteered(_baselines(lm, s), layers, memory, _prior(lm, s, layers, prior)) for s in setups
+    ]
+
+
+def _baselines(lm: LM, setup: SearchSetup) -> dict[str, dict]:
+    """`Unsteered.baselines` of one setup."""
     splits = setup.splits()
     baseline, utils, prefs, prompted, prompted_prefs = {}, {}, {}, {}, {}
     for name in SCORED_SPLITS:
@@ -109,19 +120,22 @@ def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Un
     baseline["val_kl"] = 0.0  # the unsteered model's kl from itself, by definition
     kl = prompted_kl(lm, answers, setup.instruction, tokens=KL_TOKENS).metrics(setup.seed)[0.0]
     prompted.update({f"val_{k}": v for k, v in kl.items()})
-    baselines = {
+    return {
         "baseline": baseline,
         "baseline_util": utils,
         "baseline_pref": prefs,
         "prompted": prompted,
         "prompted_pref": prompted_prefs,
     }
-    scored = {}
-    if prior != "none":
-        priors = layer_scores(lm, setup.encode(lm, splits.train), layers=layers)
-        values = priors.score if prior == "navigator" else priors.lens
-        scored = {layer: float(v) for layer, v in zip(priors.layers, values, strict=True)}
-    return Unsteered(baselines, layers, memory, scored)
+
+
+def _prior(lm: LM, setup: SearchSetup, layers: list[int], prior: str) -> dict[int, float]:
+    """`Unsteered.prior` of one setup."""
+    if prior == "none":
+        return {}
+    priors = layer_scores(lm, setup.encode(lm, setup.splits().train), layers=layers)
+    values = priors.score if prior == "navigator" else priors.lens
+    return {layer: float(v) for layer, v in zip(priors.layers, values, strict=True)}
 
 
 @dataclass
@@ -149,10 +163,17 @@ def settle(candidates: list[dict], setup: SearchSetup, lm: LM) -> list[dict]:
         score_kl(todo, setup, lm)
 
 
-def settle_and_export(candidates: list[dict], setup: SearchSetup, max_util_drop: float) -> Settled:
-    """The extended front, settled (`settle`) and scored on test, the pick on it (`best`'s
-    default rule) and the files that export it."""
-    lm = setup.load()
+def settle_and_export(jobs: list[tuple[list[dict], SearchSetup, float]]) -> list[Settled]:
+    """Per job (`candidates`, `setup`, `max_util_drop`; one per concept of a launch, sharing
+    the model, loaded once): the extended front, settled (`settle`) and scored on test, the
+    pick on it (`best`'s default rule) and the files that export it."""
+    lm = jobs[0][1].load()
+    return [_settle_and_export(lm, *job) for job in jobs]
+
+
+def _settle_and_export(
+    lm: LM, candidates: list[dict], setup: SearchSetup, max_util_drop: float
+) -> Settled:
     rows = settle(candidates, setup, lm)
     scored = [
         {k: r[k] for k in ("trial_id", "m", *KL_METRICS)}

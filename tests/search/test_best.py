@@ -329,8 +329,9 @@ def test_a_search_writes_best_only_while_its_pick_beats_the_unsteered_model(
                   "layer": 1.0, "m": 2.0, "pref_odds": 5.0, "util_odds": -0.5,
                   "util_drop": 0.5, "train_key": "key1", "dense_points": [],
                   **point(pick, util, util)}  # fmt: skip
+        (settled,) = report.settle_searches([([record], setup, 1.0)], {"cpu": 1, "gpu": 0})
         summary = report.write_results(
-            folder, [record], setup, Tracker(), 1.0, (0.0, -5.0), {"cpu": 1, "gpu": 0}
+            folder, [record], setup, Tracker(), 1.0, (0.0, -5.0), settled
         )
         assert summary["beats_baseline"] is beats
         assert summary["gain"]["pairs"] == len(base)
