@@ -8,9 +8,9 @@
   `repetition` catches it: the larger of two shares of n-grams that already occurred in the
   generation, one over its words, punctuation marks and line breaks (trigrams), one over its
   token ids (`repetition`). Words alone miss a loop inside one long "word": steered text like
-  "Yesnonoinnoinma.Nonoiinma.Nonoiinma?" has no repeated word trigram but mostly repeated token
-  trigrams. Tokens alone miss a loop the tokenizer merges: a run of line breaks is a few
-  tokens but many word-level units. Fluent prose repeats neither (on the default model,
+  "Yesnonohkininininininininhkininininhkinininhk..." has no word trigram at all but mostly
+  repeated token trigrams. Tokens alone miss a loop the tokenizer merges: a run of line breaks
+  is a few tokens but many word-level units. Fluent prose repeats neither (on the default model,
   human-written answers about 0.003, the unsteered model's loop-free answers under 0.07). The
   token n-gram spans about `NGRAM` words of plain English (`token_ngram`): 3 tokens on a
   subword tokenizer, more on a byte-level one, whose trigrams are letter trigrams that every
