@@ -143,8 +143,9 @@ def pick_judged(
 ) -> dict:
     """`judged`: the judged point with the highest concept score among those whose fluency is
     at least `1 - max_fluency_drop` times the unsteered model's (point 0) and whose kl is
-    known and within `max_kl` (a judged point off the front has no kl, and fluency alone lets
-    broken text through: "Yesnonoinnoin..." keeps 0.72 on agreeableness)."""
+    known and within `max_kl` (a judged point off the front has no kl, and a judge's fluency
+    can miss broken text: "Yesnonoinnoin..." kept 0.72 on agreeableness before the local judge
+    counted repeated tokens)."""
     unsteered = next((r for r in judged if r["point"] == 0), None)
     if unsteered is None or unsteered.get("fluency") is None:
         name = judged[0]["judge"] if judged else "the judge"

@@ -1,6 +1,7 @@
 """The local judge's metrics on the default model, against texts whose answer is known: answers
 written for this test by a person (fluent, on their prompt), the same with a loop spliced in,
-their words shuffled, and each read after another prompt."""
+their words shuffled, each read after another prompt, and garbled text looping inside long
+"words" as a steered model wrote on agreeableness."""
 
 import random
 
@@ -43,6 +44,11 @@ HUMAN = [  # written for this test, about as long as the model's 64-token answer
     "of fresh bread, then I had a bowl of pasta with tomato and basil that tasted homemade. The "
     "service was friendly, the room was lively, and we stayed talking long after dessert.",
 ]
+GARBLED = [  # written for this test, in the style of a steered point's answers on agreeableness
+    "Yesnonoinnoinma.Nonoiinma.Nonoiinma?Nonoiinma.Nonoiinma.Nonoiinma?Nonoiinma.Nonoiinma.",
+    "Yesnonohkininininininhkinininhkinininhkinininhkinininhkinininhkinininhkinininhk",  # one word
+    "Nonohxreininhinhinhinhinhinhinhk.Nonohhnoiinhnoiinhk.Nonohhnoiinhnoiinhk.Nonohh",
+]
 POSITIVE = "The hotel was wonderful: a spotless room, a lovely view and the kindest staff."
 NEGATIVE = "The hotel was awful: a dirty room, a noisy street and the rudest staff."
 
@@ -76,6 +82,7 @@ def scored(lm):
         "looped": [(p, looped(t)) for p, t in zip(PROMPTS, HUMAN, strict=True)],
         "shuffled": [(p, shuffled(t)) for p, t in zip(PROMPTS, HUMAN, strict=True)],
         "other_prompt": list(zip(other, HUMAN, strict=True)),
+        "garbled": list(zip(PROMPTS, GARBLED, strict=False)),
         "concept": [(PROMPTS[3], POSITIVE), (PROMPTS[3], NEGATIVE)],
     }
     out = {kind: judge.score(pairs) for kind, pairs in kinds.items()}
@@ -104,6 +111,21 @@ def test_a_loop_costs_fluency_and_shuffled_words_cost_more(scored):
     human, loop = mean(scored["human"], "fluency"), mean(scored["looped"], "fluency")
     assert loop <= human - 0.3
     assert mean(scored["shuffled"], "fluency") < loop
+
+
+def test_a_loop_inside_long_words_is_repetition_and_costs_fluency(scored, lm):
+    """Garbled text the model finds plausible token by token (it copies its own context): its
+    token trigrams repeat (the default tokenizer takes about a token a word, so trigrams), even
+    in the one long "word" without any word trigram, so it loses at least half its fluency,
+    while the human answers repeat almost nothing."""
+    from steerfront.scoring.judge.local import repeated_share, token_ngram, words
+
+    assert token_ngram(lm.tokenizer) == 3
+    assert repeated_share(words(GARBLED[1])) == 0.0
+    garbled, human = scored["garbled"], scored["human"]
+    assert all(s["repetition"] >= 0.5 for s in garbled)
+    assert all(s["repetition"] <= 0.05 for s in human)
+    assert mean(garbled, "fluency") <= mean(human, "fluency") - 0.5
 
 
 def test_an_answer_to_another_prompt_follows_its_instruction_less(scored):

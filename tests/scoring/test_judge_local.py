@@ -3,16 +3,31 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_tokenizer
 
+from steerfront.data import PairSet, load_concept
 from steerfront.defaults import CONCEPT_INSTRUCTIONS, concept_instruction
-from steerfront.scoring.judge.local import TOP_K, Probe, repeated_share
+from steerfront.scoring.judge.local import (
+    REFERENCE,
+    TOP_K,
+    LocalJudge,
+    Probe,
+    repeated_share,
+    repetition,
+    token_ngram,
+    words,
+)
+
+# Written for these tests: steered garbage in the style seen on agreeableness, one long "word"
+# ("Yesnonoh", then "kinininh" six times: from position 7 on, "hkininin" over and over), and a
+# fluent sentence that repeats nothing
+GARBLED = "Yesnonoh" + "kinininh" * 6
+FLUENT = "The bakery on our street opens early, and its bread is still warm when I walk past."
 
 
 def test_read_scores_each_row_as_its_own_forward(tiny_lm):
     """Rows of several lengths batched and padded together score as each alone: per token its
     log-probability and whether it is in the top TOP_K."""
-    from steerfront.scoring.judge.local import LocalJudge
-
     contexts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     texts = [[20, 21], [22], [], [23, 24, 25]]
     judge = SimpleNamespace(lm=tiny_lm, layer=1)
@@ -46,7 +61,52 @@ def test_read_scores_each_row_as_its_own_forward(tiny_lm):
     ],
 )
 def test_repeated_share_on_texts_with_known_answers(text, share):
-    assert repeated_share(text) == pytest.approx(share)
+    assert repeated_share(words(text)) == pytest.approx(share)
+
+
+def test_repeated_share_counts_token_ngrams_of_any_length():
+    assert repeated_share([1, 2, 3, 1, 2, 3]) == pytest.approx(0.25)  # as "a b c a b c"
+    # 1234 2341 3412 4123 1234: one of five repeated
+    assert repeated_share([1, 2, 3, 4, 1, 2, 3, 4], 4) == pytest.approx(0.2)
+    assert repeated_share([1, 2, 3], 4) == 0.0
+
+
+def test_token_ngram_spans_three_words_of_the_tokenizers_text():
+    """A tokenizer with a token per word (or mark) reads trigrams; the byte-level tiny one
+    reads REFERENCE's 272 bytes for its 61 words and marks, so 13-grams (3 x 272 / 61)."""
+
+    def one_per_word(text: str, add_special_tokens: bool) -> dict:
+        return {"input_ids": list(range(len(words(text))))}
+
+    assert token_ngram(one_per_word) == 3
+    assert len(REFERENCE) == 272 and len(words(REFERENCE)) == 61
+    assert token_ngram(tiny_tokenizer()) == 13
+
+
+def test_repetition_catches_a_loop_inside_one_word_and_a_loop_of_line_breaks():
+    """GARBLED is one word (no word trigram); on the byte-level tokenizer (13-grams) its 56
+    bytes give 44 13-grams, of which those starting at 15 or later repeat the one 8 bytes
+    before: 29 of 44. A run of line breaks counts at the word level even when the tokenizer
+    makes it one token. FLUENT repeats nothing at either level."""
+    tok = tiny_tokenizer()
+    ids = tok(GARBLED, add_special_tokens=False)["input_ids"]
+    assert len(ids) == 56 and repeated_share(words(GARBLED)) == 0.0
+    assert repetition(GARBLED, ids, 13) == pytest.approx(29 / 44)
+    assert repetition("\n\n\n\n", [7], 3) == pytest.approx(0.5)
+    assert repetition(FLUENT, tok(FLUENT, add_special_tokens=False)["input_ids"], 13) == 0.0
+
+
+def test_the_judge_scores_a_loop_inside_one_word_as_repeated_and_not_fluent(tiny_lm):
+    """On a tiny model (byte-level tokenizer): the garbled text's repetition is 29/44 as
+    above, the fluent sentence's 0, and fluency is plausibility times (1 - repetition)."""
+    judge = LocalJudge(tiny_lm, PairSet("few", load_concept("agreeableness").pairs[:4]))
+    assert judge.ngram == 13
+    prompt = "Would you say that you enjoy helping others?"
+    garbled, fluent = judge.score([(prompt, GARBLED), (prompt, FLUENT)])
+    assert garbled["repetition"] == pytest.approx(29 / 44) and fluent["repetition"] == 0.0
+    assert garbled["fluency"] == pytest.approx(garbled["plausibility"] * (1 - 29 / 44))
+    assert garbled["fluency"] <= 1 - 29 / 44
+    assert fluent["fluency"] == pytest.approx(fluent["plausibility"])
 
 
 def test_probe_learns_the_labels_it_is_given_not_their_opposite():

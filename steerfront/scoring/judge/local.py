@@ -4,9 +4,17 @@
   tokens among the unsteered model's `TOP_K` likeliest next tokens, over `FLUENT_SHARE`,
   capped at 1: text the model finds plausible token by token scores 1 whether or not it is
   the model's own greedy answer (the per-token likelihood `exp(-nll)` favoured that answer by
-  construction). `repetition` is the share of the generation's trigrams (of words,
-  punctuation marks and line breaks) that already occurred in it: a loop is plausible token
-  by token, repetition catches it. `nll` is kept beside them;
+  construction). A loop is plausible token by token (the model copies its own context), so
+  `repetition` catches it: the larger of two shares of n-grams that already occurred in the
+  generation, one over its words, punctuation marks and line breaks (trigrams), one over its
+  token ids (`repetition`). Words alone miss a loop inside one long "word": steered text like
+  "Yesnonohkininininininininhkininininhkinininhk..." has no word trigram at all but mostly
+  repeated token trigrams. Tokens alone miss a loop the tokenizer merges: a run of line breaks
+  is a few tokens but many word-level units. Fluent prose repeats neither (on the default model,
+  human-written answers about 0.003, the unsteered model's loop-free answers under 0.07). The
+  token n-gram spans about `NGRAM` words of plain English (`token_ngram`): 3 tokens on a
+  subword tokenizer, more on a byte-level one, whose trigrams are letter trigrams that every
+  text repeats. `nll` is kept beside them;
 - concept: a logistic-regression probe on the unsteered model's activations (middle layer,
   averaged over the text's tokens), fitted on labelled text like what it judges: the unsteered
   model's answers to training prompts when asked to express the concept and its opposite
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +51,13 @@ PROBE_HELD_OUT = 0.25  # share of those prompts held out to measure the probe
 PROBE_L2 = 1e-2  # ridge penalty on the standardized features
 TOP_K = 50  # a token is plausible when it is among the unsteered model's TOP_K likeliest
 FLUENT_SHARE = 0.9  # text with at least this share of plausible tokens reads as fluent
-NGRAM = 3  # n-grams counted for repetition
+NGRAM = 3  # word n-grams counted for repetition; token n-grams span as many words
+REFERENCE = (  # plain English prose: how many tokens a word takes with a tokenizer
+    "The weather was mild this morning, so I walked to the station instead of taking the bus. "
+    "On the way I stopped at a small bakery, bought a loaf of bread and talked with the owner "
+    "about her new recipes. The train was late, but I finished a chapter of my book while I "
+    "waited."
+)
 SCORES = ("concept", "fluency", "instruction", "nll", "plausibility", "pmi", "repetition")
 
 
@@ -82,6 +97,7 @@ class LocalJudge:
     ) -> None:
         self.lm = lm
         self.layer = lm.n_layers // 2
+        self.ngram = token_ngram(lm.tokenizer)
         encoded = encode_pairs(lm.tokenizer, train)
         contexts = [list(e.prompt) for e in encoded] * 2
         texts = [list(e.positive) for e in encoded] + [list(e.negative) for e in encoded]
@@ -137,18 +153,18 @@ class LocalJudge:
             if not len(texts[i]):
                 out.append(dict.fromkeys(SCORES))
                 continue
-            repetition = repeated_share(text)
+            repeated = repetition(text, texts[i], self.ngram)
             gain = logp[i] - null[i]  # per token: how much the prompt raised its log-probability
             plausibility = min(1.0, float(plausible[i].mean()) / FLUENT_SHARE)
             out.append(
                 {
                     "concept": float(concept[i]),
-                    "fluency": plausibility * (1 - repetition),
+                    "fluency": plausibility * (1 - repeated),
                     "instruction": float((gain > 0).mean()),
                     "nll": float(-logp[i].mean()),
                     "plausibility": plausibility,
                     "pmi": float(gain.mean()),
-                    "repetition": repetition,
+                    "repetition": repeated,
                 }
             )
         return out
@@ -238,9 +254,28 @@ class Probe:
         return 1 / (1 + np.exp(-(((x - self.mean) / self.scale) @ self.weight + self.bias)))
 
 
-def repeated_share(text: str) -> float:
-    """The share of `NGRAM`-grams of words, punctuation marks and line breaks that already
-    occurred earlier in `text` (line breaks count, so a loop of empty lines is a loop)."""
-    words = re.findall(r"\w+|[^\w\s]|\n", text.lower())
-    grams = [tuple(words[i : i + NGRAM]) for i in range(len(words) - NGRAM + 1)]
+def words(text: str) -> list[str]:
+    """`text`'s words, punctuation marks and line breaks, lower-cased (line breaks count, so a
+    loop of empty lines is a loop)."""
+    return re.findall(r"\w+|[^\w\s]|\n", text.lower())
+
+
+def repeated_share(units: Sequence[Hashable], n: int = NGRAM) -> float:
+    """The share of `units`' `n`-grams that already occurred earlier in them."""
+    grams = [tuple(units[i : i + n]) for i in range(len(units) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition(text: str, ids: Sequence[int], n: int) -> float:
+    """The larger of the repeated shares of `text`'s word trigrams and of its token ids'
+    `n`-grams: a loop inside one long "word" has no repeated word, a run of line breaks few
+    tokens (see the module's docstring)."""
+    return max(repeated_share(words(text)), repeated_share(ids, n))
+
+
+def token_ngram(tokenizer: object) -> int:
+    """The token n-gram as long as `NGRAM` words of plain English (`REFERENCE`) under
+    `tokenizer`, at least `NGRAM`: 3 on a subword tokenizer (about a token a word), about 13
+    on a byte-level one."""
+    ids = tokenizer(REFERENCE, add_special_tokens=False)["input_ids"]
+    return max(NGRAM, round(NGRAM * len(ids) / len(words(REFERENCE))))
