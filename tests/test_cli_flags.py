@@ -29,7 +29,7 @@ def leaves(parser, prefix=()):
 
 def test_every_command_takes_q_and_json():
     commands = leaves(build_parser())
-    assert len(commands) == 15  # datasets and cache count their own commands
+    assert len(commands) == 16  # datasets and cache count their own commands
     for words, parser in commands:
         flags = {o for action in parser._actions for o in action.option_strings}
         assert {"-q", "--quiet", "--json"} <= flags, words

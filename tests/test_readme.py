@@ -68,7 +68,7 @@ def test_the_demo_command_parses():
     recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
     line = next(line for line in recipe.splitlines() if "steerfront " in line)
     args = build_parser().parse_args(shlex.split(line.split("steerfront ", 1)[1]))
-    assert (args.command, args.concept, args.judge) == ("search", "sentiment", "local")
+    assert (args.command, args.concept, args.judge) == ("search", ["sentiment"], "local")
 
 
 def check_ui(argv: list[str]) -> None:

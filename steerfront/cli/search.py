@@ -55,7 +55,8 @@ def add(commands: argparse._SubParsersAction) -> None:
         help="many concepts in one launch: a folder of concept files, a JSONL list (a line per "
         'concept: a JSON string or {"concept": ...}) or a parquet file with an '
         "output_concept (AxBench) or concept column; one search per concept, NAME-CONCEPT, "
-        "each with --trials, and a report across them (steerfront report NAME)",
+        "each with --trials, and a report across them (steerfront report NAME) (default: "
+        "none; --concept's)",
     )
     add_end_of_turn(search)
     add_per_token(search)
@@ -363,6 +364,11 @@ def resumed(args: argparse.Namespace, top: int | None) -> tuple[SearchSettings, 
         raise SteerfrontError(f"no search named {args.resume!r} in {args.storage} to resume")
     state = json.loads((store.local / STATE).read_text())
     settings = SearchSettings(**{**state["settings"], "quiet": args.quiet})
+    launch = settings.extra.get("launch")
+    if launch:  # its trials live in the launch's Ray Tune experiment
+        raise SteerfrontError(
+            f"search {args.resume!r} is one of launch {launch!r}; resume it with --resume {launch}"
+        )
     given = {"--layer-prior": (args.layer_prior, settings.layer_prior)}
     given["--layers top:K"] = (top, settings.top_layers)
     for flag, (asked, kept) in given.items():  # the sampler comes back with its own prior

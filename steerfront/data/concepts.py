@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from steerfront.data.loaders import json_lines
 from steerfront.errors import SteerfrontError
 
 # A parquet concept set's concept column: AxBench's, then ours.
@@ -42,13 +42,7 @@ def concept_set(path: str | Path) -> list[str]:
             f"{' or '.join(GROUP_COLUMNS)} column"
         )
     concepts = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SteerfrontError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    for number, item in json_lines(path):
         if isinstance(item, dict):
             item = item.get("concept")
         if not isinstance(item, str) or not item:

@@ -69,18 +69,24 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _jsonl_records(path: Path) -> Iterable[tuple[str, dict]]:
+def json_lines(path: Path) -> Iterable[tuple[int, object]]:
+    """Each non-empty line of a JSONL file, parsed, with its line number; a line that is not
+    JSON fails naming the file and line."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise SteerfrontError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise SteerfrontError(f"{path}:{number}: expected a JSON object")
-            yield str(number), record
+
+
+def _jsonl_records(path: Path) -> Iterable[tuple[str, dict]]:
+    for number, record in json_lines(path):
+        if not isinstance(record, dict):
+            raise SteerfrontError(f"{path}:{number}: expected a JSON object")
+        yield str(number), record
 
 
 def _json_list_records(path: Path) -> Iterable[tuple[str, dict]]:

@@ -55,7 +55,13 @@ def run_launch(
     try:
         concepts = expand(concepts, store.local / "concepts")
         searches = [
-            replace(template, name=f"{name}-{concept_label(c)}", concept=c) for c in concepts
+            replace(
+                template,
+                name=f"{name}-{concept_label(c)}",
+                concept=c,
+                extra={**template.extra, "launch": name},
+            )
+            for c in concepts
         ]
         names = [s.name for s in searches]
         if len(set(names)) < len(names):

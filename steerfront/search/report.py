@@ -25,7 +25,7 @@ from steerfront.search.best import (
 )
 from steerfront.search.records import SCHEMA, typed
 from steerfront.search.trial import SearchSetup
-from steerfront.search.worker import Settled, in_worker, settle_and_export
+from steerfront.search.worker import Settled, in_workers, settle_and_export
 
 if TYPE_CHECKING:
     from steerfront.search.tracking import Tracker
@@ -36,17 +36,19 @@ _COLOURS = {"vector": "tab:blue", "lora": "tab:green", "local_weight": "tab:red"
 
 
 def settle_searches(
-    searches: list[tuple[list[dict], SearchSetup, float]], resources: dict[str, float]
+    searches: list[tuple[list[dict], SearchSetup, float]],
+    resources: dict[str, float],
+    workers: int = 1,
 ) -> list[Settled]:
     """The model's part of each search's results (`records`, `setup`, `max_util_drop`): dense
-    points' kl and test metrics, the pick, its export; in one worker with `resources` for all
-    (a launch's concepts load the model once)."""
+    points' kl and test metrics, the pick, its export; in up to `workers` workers with
+    `resources` at once, each loading the model once for its share of a launch's concepts."""
     jobs = [
         (points([r for r in records if r["status"] == "done"], extended=True), setup, drop)
         for records, setup, drop in searches
     ]
     todo = [job for job in jobs if job[0]]
-    settled = iter(in_worker(settle_and_export, resources, todo) if todo else [])
+    settled = iter(in_workers(settle_and_export, resources, todo, workers) if todo else [])
     empty = Settled([], None, "the search has no finished trials to pick from", {}, [])
     return [next(settled) if job[0] else empty for job in jobs]
 

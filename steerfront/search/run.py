@@ -34,7 +34,7 @@ from steerfront.search.space import Sampler, SearchSpace, check_top, top_layers
 from steerfront.search.storage import Store, is_uri
 from steerfront.search.tracking import PARAMS, Tracker, prompted_metrics, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
-from steerfront.search.worker import Settled, in_worker, unsteered
+from steerfront.search.worker import Settled, in_workers, unsteered
 
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
@@ -85,11 +85,14 @@ def drive(
         states.append(state)
         setups.append(setup)
     with ray_session(first.address):
+        workers = first.concurrency or _slots(first)  # trials at once, and model work at once
         if resume:  # the sampler, prior included, comes back with Tune's saved searcher
             pairs = zip(setups, states, strict=True)
             prepared = [(setup, s["layers"], None, s.get("layer_prior")) for setup, s in pairs]
         else:  # a space the model cannot have, or a GPU share too small, fails here
-            prepared = prepare(space, setups, first.resources, first.layer_prior, first.top_layers)
+            prepared = prepare(
+                space, setups, first.resources, first.layer_prior, first.top_layers, workers
+            )
             for settings in searches:
                 if settings.store.uri:
                     shutil.rmtree(settings.folder, ignore_errors=True)  # a stale mirror
@@ -100,11 +103,11 @@ def drive(
         ]
         interrupted = False
         try:
-            _tune(space, recorders, experiment, resume)
+            _tune(space, recorders, experiment, resume, workers)
         except KeyboardInterrupt:
             interrupted = True
         jobs = [(r.records, r.search_setup, r.max_util_drop) for r in recorders]
-        settled = settle_searches(jobs, first.resources)
+        settled = settle_searches(jobs, first.resources, workers)
         summaries = [r.finish(done) for r, done in zip(recorders, settled, strict=True)]
         ended = list(zip(summaries, recorders, strict=True))
         if interrupted or any(s["trials"] < r.settings.trials for s, r in ended):
@@ -252,14 +255,17 @@ def prepare(
     resources: dict[str, float],
     layer_prior: str = "none",
     top: int | None = None,
+    workers: int = 1,
 ) -> list[tuple[SearchSetup, list[int], dict[str, float], dict]]:
     """Check the space against the model and a trial's memory against its share, and score
-    the unsteered and prompted models (and the layer prior) once, in one Ray worker with a
-    trial's `resources` for every setup (inside `ray_session`); per setup: the setup with its
+    the unsteered and prompted models (and the layer prior) once, in up to `workers` Ray
+    workers at once with a trial's `resources`, each loading the model once for its share of
+    the setups (inside `ray_session`); per setup: the setup with its
     baselines, the layers (with `top`, only the prior's `top` best, ascending), the memory
     settings and the layer prior (`{"name", "scores": {layer: score}}`, every layer of the
     space scored)."""
-    prepared, done_all = [], in_worker(unsteered, resources, setups, space, layer_prior)
+    prepared = []
+    done_all = in_workers(unsteered, resources, setups, workers, space, layer_prior)
     for setup, done in zip(setups, done_all, strict=True):
         layers = done.layers
         if top is not None:
@@ -285,7 +291,13 @@ def ray_session(address: str | None) -> Iterator[None]:
             ray.shutdown()
 
 
-def _tune(space: SearchSpace, recorders: list[Recorder], experiment: Store, resume: bool) -> None:
+def _tune(
+    space: SearchSpace,
+    recorders: list[Recorder],
+    experiment: Store,
+    resume: bool,
+    concurrency: int,
+) -> None:
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -335,7 +347,6 @@ def _tune(space: SearchSpace, recorders: list[Recorder], experiment: Store, resu
                 max_kl=setup.max_kl,
             )
         budgets = {r.settings.name: r.settings.trials - len(r.records) for r in recorders}
-        concurrency = first.concurrency or _slots(first)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

@@ -42,11 +42,40 @@ T = TypeVar("T")
 def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object) -> T:
     """`work(*args)` in a Ray worker process of its own, which exits afterwards (and frees the
     model's memory for the trials); a SteerfrontError there comes back as its one line."""
+    return _get([_task(work, resources).remote(*args)])[0]
+
+
+def in_workers(
+    work: Callable[..., list[T]],
+    resources: dict[str, float],
+    items: list,
+    workers: int,
+    *args: object,
+) -> list[T]:
+    """`work(chunk, *args)` (a result per item of `chunk`, in order) over `items` shared among
+    up to `workers` Ray worker processes at once (as `in_worker`'s: each loads the model once
+    for its whole chunk); the results in the order of `items`."""
+    k = max(1, min(workers, len(items)))
+    chunks = [items[i::k] for i in range(k)]
+    task = _task(work, resources)
+    done = _get([task.remote(chunk, *args) for chunk in chunks])
+    results: list = [None] * len(items)
+    for i, part in enumerate(done):
+        results[i::k] = part
+    return results
+
+
+def _task(work: Callable, resources: dict[str, float]) -> object:
     import ray
 
-    task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_calls=1)(work)
+    return ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_calls=1)(work)
+
+
+def _get(refs: list) -> list:
+    import ray
+
     try:
-        return ray.get(task.remote(*args))
+        return ray.get(refs)
     except ray.exceptions.RayTaskError as exc:
         if not isinstance(exc.cause, SteerfrontError):
             raise

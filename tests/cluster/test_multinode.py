@@ -76,3 +76,22 @@ def test_unreachable_address_fails_in_one_line(tmp_path, tiny_model_dir, capsys)
     err = capsys.readouterr().err
     assert status == 2
     assert "Ray cluster at 127.0.0.1:9 is unreachable" in err and err.count("\n") == 1
+
+
+def test_a_launch_spreads_over_nodes_and_loads_the_model_once_per_worker(
+    tmp_path, tiny_model_dir, two_nodes, capsys
+):
+    storage = tmp_path / "shared"
+    space = tmp_path / "space.yaml"
+    space.write_text("forms: [vector]\nobjectives: [split]\nlayers: [1]\ngamma: 5.0\nsteps: [6]\n")
+    flags = ["--model", str(tiny_model_dir), "--storage", str(storage), "--name", "many"]
+    flags += ["--trials", "4", "--space", str(space), "--concept", "sentiment"]
+    flags += ["--concept", "formality", "--address", two_nodes.address, "--concurrency", "2"]
+    assert main(["search", *flags, "--json", "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(r["concept"] for r in summary["report"]) == ["formality", "sentiment"]
+    tables = [storage / f"many-{c}" / "trials.parquet" for c in ("sentiment", "formality")]
+    trials = [t for table in tables for t in pq.read_table(table).to_pylist()]
+    assert len(trials) == 8 and all(t["status"] == "done" for t in trials)
+    assert len({t["node"] for t in trials}) == 2, "trials ran on one node only"
+    assert summary["model_loads"] <= 2  # once per worker, not once per concept per worker

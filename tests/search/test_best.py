@@ -312,7 +312,9 @@ def test_a_search_writes_best_only_while_its_pick_beats_the_unsteered_model(
         def finish(self):
             pass
 
-    monkeypatch.setattr(report, "in_worker", lambda work, resources, *args: work(*args))
+    monkeypatch.setattr(
+        report, "in_workers", lambda work, resources, items, workers, *args: work(items, *args)
+    )
     folder = tmp_path / "runs" / "h1"
     (folder / "cache").mkdir(parents=True)
     for suffix in (".json", ".safetensors"):

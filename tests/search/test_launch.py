@@ -163,3 +163,10 @@ def test_resume_after_the_launch_driver_is_killed(tmp_path, tiny_model_dir):
         trainings += sum(t["trained"] or 0 for t in after)
     keys = {t["train_key"] for table in tables for t in pq.read_table(table).to_pylist()}
     assert trainings <= len(keys)  # nothing trained twice
+
+
+def test_a_launchs_search_is_resumed_with_its_launch(launched, capsys):
+    tmp_path, _ = launched
+    argv = ["search", "--storage", str(tmp_path / "runs"), "--resume", "l1-sentiment"]
+    assert main(argv) == 2
+    assert "is one of launch 'l1'; resume it with --resume l1" in capsys.readouterr().err
