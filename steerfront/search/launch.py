@@ -81,8 +81,7 @@ def run_launch(
                 {"concepts": ",".join(concepts), "trials_per_concept": template.trials}
             )
             state["parent_run_id"] = tracker.parent_run_id
-            write_atomic(store.local / STATE, json.dumps(state, indent=2).encode())
-            store.push(STATE)
+            _save(store, state)
             return tracker.parent_run_id
 
         summaries = drive(space, searches, store, ready=ready)
@@ -110,6 +109,11 @@ def resume_launch(storage: str, name: str, quiet: bool = False) -> dict:
     return _finish(store, state, drive(space, searches, store, resume=True))
 
 
+def _save(store: Store, state: dict) -> None:
+    write_atomic(store.local / STATE, json.dumps(state, indent=2).encode())
+    store.push(STATE)
+
+
 def is_launch(storage: str, name: str) -> bool:
     return Store(storage, name).pull(STATE)
 
@@ -121,8 +125,7 @@ def _finish(store: Store, state: dict, summaries: list[dict]) -> dict:
     store.push(REPORT, REPORT_FIGURE)
     loads = sum(s["model_loads"] for s in summaries)
     state["model_loads"] = loads
-    write_atomic(store.local / STATE, json.dumps(state, indent=2).encode())
-    store.push(STATE)
+    _save(store, state)
     try:
         first = summaries[0]
         tracker = Tracker(first["mlflow_tracking_uri"], state["name"], state["parent_run_id"])
@@ -217,10 +220,8 @@ def write_report(folder: Path, rows: list[dict]) -> None:
     ax.set_ylabel("test preference gain over unsteered (95% interval)")
     ax.set_title("steerability per concept")
     fig.tight_layout()
-    with open(folder / f".{REPORT_FIGURE}.tmp", "wb") as handle:
-        fig.savefig(handle, format="png")
+    fig.savefig(folder / REPORT_FIGURE, dpi=110)
     plt.close(fig)
-    (folder / f".{REPORT_FIGURE}.tmp").replace(folder / REPORT_FIGURE)
 
 
 def read_report(storage: str, name: str) -> dict:
