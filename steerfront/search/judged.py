@@ -43,6 +43,7 @@ from steerfront.search.judge_settings import (
     JudgeSettings,
     read_prompts,
 )
+from steerfront.search.records import write_rows
 from steerfront.search.report import plot_judged
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.tracking import log_judged
@@ -159,11 +160,11 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
             generate_and_score, settings.resources, setup, rows, todo, judge, labelled
         )
         if labelled is not None:
-            _write_table(out / EXAMPLES, labelled)  # the probe's, for a later pass
+            write_rows(out / EXAMPLES, labelled)  # the probe's, for a later pass
             store.push(f"{FOLDER}/{EXAMPLES}")
         for i, text in zip(todo, texts, strict=True):
             rows[i]["text"] = text
-        _write_table(out / "generations.parquet", rows)  # kept before they are judged
+        write_rows(out / "generations.parquet", rows)  # kept before they are judged
         store.push(f"{FOLDER}/generations.parquet")
     if judge.judge == "llm":
         try:
@@ -177,8 +178,8 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         row.update(score, judge=judge.name, probe_accuracy=probe_accuracy)
     judged = aggregate(selected, rows, list(names), judge.name, probe_accuracy)
     agreement = agree([r for r in judged if r["point"] >= 0])  # prompting is not steering
-    _write_table(out / "generations.parquet", rows)
-    _write_table(out / "judged.parquet", judged)
+    write_rows(out / "generations.parquet", rows)
+    write_rows(out / "judged.parquet", judged)
     plot_judged(read_front(folder, extended=True), judged, out / "judged.png")
     unparsed = sum(r.get("unparsed", 0) for r in judged)
     document = {
@@ -255,17 +256,6 @@ def _kept_texts(path: Path) -> dict[tuple, str]:
     import pyarrow.parquet as pq
 
     return {_text_key(r): r["text"] for r in pq.read_table(path).to_pylist()}
-
-
-def _write_table(path: Path, rows: list[dict]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))  # the unsteered row has fewer
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]), sink)
-    write_atomic(path, sink.getvalue().to_pybytes())
 
 
 def _llm_scores(

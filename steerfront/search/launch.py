@@ -12,6 +12,7 @@ from pathlib import Path
 from steerfront.data.concepts import concept_label, grouped, split_groups
 from steerfront.errors import SteerfrontError
 from steerfront.files import write_atomic
+from steerfront.search.records import write_rows
 from steerfront.search.run import drive
 from steerfront.search.settings import SearchSettings
 from steerfront.search.space import SearchSpace
@@ -198,14 +199,9 @@ def _order(row: dict) -> tuple[bool, float]:
 
 def write_report(folder: Path, rows: list[dict]) -> None:
     """`report.parquet` (a row per concept) and `report.png` (gain against kl per concept)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from steerfront.search.report import _pyplot
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows), sink)
-    write_atomic(folder / REPORT, sink.getvalue().to_pybytes())
+    write_rows(folder / REPORT, rows)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for row in rows:

@@ -60,6 +60,16 @@ def write_table(path: Path, records: list[dict]) -> None:
     write_atomic(path, sink.getvalue().to_pybytes())
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rows of any fields (the union of the rows' keys, first seen first; a row without one
+    has it empty) as one Parquet file: the judged tables, a launch's report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in rows]), sink)
+    write_atomic(path, sink.getvalue().to_pybytes())
+
+
 INTEGERS = ("layer", "rank", "steps")
 
 

@@ -48,7 +48,10 @@ def settle_searches(
         for records, setup, drop in searches
     ]
     todo = [job for job in jobs if job[0]]
-    settled = iter(in_workers(settle_and_export, resources, todo, workers) if todo else [])
+    sizes = [setup.size for _, setup, _ in todo]
+    settled = iter(
+        in_workers(settle_and_export, resources, todo, workers, sizes=sizes) if todo else []
+    )
     empty = Settled([], None, "the search has no finished trials to pick from", {}, [])
     return [next(settled) if job[0] else empty for job in jobs]
 

@@ -265,7 +265,8 @@ def prepare(
     settings and the layer prior (`{"name", "scores": {layer: score}}`, every layer of the
     space scored)."""
     prepared = []
-    done_all = in_workers(unsteered, resources, setups, workers, space, layer_prior)
+    sizes = [setup.size for setup in setups]
+    done_all = in_workers(unsteered, resources, setups, workers, space, layer_prior, sizes=sizes)
     for setup, done in zip(setups, done_all, strict=True):
         layers = done.layers
         if top is not None:

@@ -80,12 +80,17 @@ class FairShare(Searcher):
         self.searchers, self.budgets = searchers, budgets
         self.started = dict.fromkeys(searchers, 0)
         self.owner: dict[str, str] = {}  # trial id -> its search
+        # Tune saves the search state at every step of its loop (ten times a second): each
+        # searcher's state is serialised again only once it has changed since.
+        self.saved: dict[str, str] = {}
+        self.changed = set(searchers)
 
     def suggest(self, trial_id: str) -> dict | str | None:
         open_ = [name for name in self.searchers if self.started[name] < self.budgets[name]]
         if not open_:
             return Searcher.FINISHED
         name = min(open_, key=lambda n: self.started[n])
+        self.changed.add(name)
         config = self.searchers[name].suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
@@ -95,24 +100,27 @@ class FairShare(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.owner:
+            self.changed.add(self.owner[trial_id])
             self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if trial_id in self.owner:
+            self.changed.add(self.owner[trial_id])
             self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
         """Its own state as JSON, with each search's searcher state as that searcher saves it."""
-        saved = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, searcher in self.searchers.items():
-                path = Path(tmp) / "searcher"
-                searcher.save(str(path))
-                saved[name] = base64.b64encode(path.read_bytes()).decode()
+        if self.changed:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name in self.changed:
+                    path = Path(tmp) / "searcher"
+                    self.searchers[name].save(str(path))
+                    self.saved[name] = base64.b64encode(path.read_bytes()).decode()
+            self.changed = set()
         state = {"started": self.started, "budgets": self.budgets, "owner": self.owner}
-        Path(checkpoint_path).write_text(json.dumps({**state, "searchers": saved}))
+        Path(checkpoint_path).write_text(json.dumps({**state, "searchers": self.saved}))
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())
@@ -122,3 +130,4 @@ class FairShare(Searcher):
                 path.write_bytes(base64.b64decode(state["searchers"][name]))
                 searcher.restore(str(path))
         self.started, self.budgets, self.owner = state["started"], state["budgets"], state["owner"]
+        self.saved, self.changed = state["searchers"], set()

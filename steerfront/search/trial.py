@@ -139,6 +139,18 @@ class SearchSetup:
         """Pairs as this search scores them."""
         return encode_pairs(lm.tokenizer, pairs, end_of_turn=self.end_of_turn)
 
+    @property
+    def size(self) -> int:
+        """Characters of the scored pairs (each prompt once, as scoring shares it between the
+        two completions): what this concept's model work costs, roughly, to share a launch's
+        concepts evenly among workers (`worker.in_workers`)."""
+        splits = self.splits()
+        return sum(
+            len(p.prompt) + len(p.positive) + len(p.negative)
+            for name in SCORED_SPLITS
+            for p in getattr(splits, name)
+        )
+
     def splits(self) -> Splits:
         pairs = load_concept(self.concept, self.fmt)
         return pairs.split(self.val_fraction, self.test_fraction, self.seed)
@@ -347,14 +359,14 @@ def point_metrics(
     return out
 
 
-def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
+def score_test(rows: list[dict], setup: SearchSetup, lm: LM, cache: MemoryCache) -> None:
     """Fill in the test metrics of dense points (trials score those on validation only; the
     few that reach the extended front are worth the extra pass)."""
     todo = [r for r in rows if r.get("test_pref_odds") is None]
     if not todo:
         return
     encoded = setup.encode(lm, setup.splits().test)
-    cache, store = MemoryCache(setup.cache_bytes(lm.device)), setup.store
+    store = setup.store
     for key in sorted({r["train_key"] for r in todo}):
         group = [r for r in todo if r["train_key"] == key]
         intervention = load_intervention(cached(store, key, required=True), lm)
@@ -364,14 +376,15 @@ def score_test(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
             r.update(metrics[r["m"]])
 
 
-def score_kl(rows: list[dict], setup: SearchSetup, lm: LM) -> None:
+def score_kl(rows: list[dict], setup: SearchSetup, lm: LM, cache: MemoryCache) -> None:
     """Fill in the kl of dense points (trials score kl at their own m only, unless kl decides
-    the front: `SearchSetup.dense_kl`)."""
+    the front: `SearchSetup.dense_kl`); `cache` keeps the neutral answers' unsteered states and
+    frozen prefixes, which every concept shares, across calls."""
     todo = [r for r in rows if r.get("kl") is None]
     if not todo:
         return
     answers = neutral_answers(lm, setup)
-    cache, store = MemoryCache(setup.cache_bytes(lm.device)), setup.store
+    store = setup.store
     for key in sorted({r["train_key"] for r in todo}):
         group = [r for r in todo if r["train_key"] == key]
         intervention = load_intervention(cached(store, key, required=True), lm)

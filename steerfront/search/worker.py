@@ -19,7 +19,7 @@ import numpy as np
 from steerfront.defaults import KL_TOKENS
 from steerfront.errors import SteerfrontError
 from steerfront.lm import LM, load_config, resolve
-from steerfront.memory import GB, check_share, device_memory
+from steerfront.memory import GB, MemoryCache, check_share, device_memory
 from steerfront.scoring.evaluate import evaluate
 from steerfront.scoring.kl import prompted_kl
 from steerfront.scoring.priors import layer_scores
@@ -51,18 +51,33 @@ def in_workers(
     items: list,
     workers: int,
     *args: object,
+    sizes: list[float] | None = None,
 ) -> list[T]:
     """`work(chunk, *args)` (a result per item of `chunk`, in order) over `items` shared among
     up to `workers` Ray worker processes at once (as `in_worker`'s: each loads the model once
-    for its whole chunk); the results in the order of `items`."""
-    k = max(1, min(workers, len(items)))
-    chunks = [items[i::k] for i in range(k)]
+    for its whole chunk), the chunks balanced by the items' `sizes` (their expected cost;
+    default: equal), so that no worker waits on one given all the large ones; the results in
+    the order of `items`."""
+    chunks = balanced(sizes or [1.0] * len(items), workers)
     task = _task(work, resources)
-    done = _get([task.remote(chunk, *args) for chunk in chunks])
+    done = _get([task.remote([items[i] for i in chunk], *args) for chunk in chunks])
     results: list = [None] * len(items)
-    for i, part in enumerate(done):
-        results[i::k] = part
+    for chunk, part in zip(chunks, done, strict=True):
+        for i, result in zip(chunk, part, strict=True):
+            results[i] = result
     return results
+
+
+def balanced(sizes: list[float], workers: int) -> list[list[int]]:
+    """Indices of `sizes` in up to `workers` chunks of near-equal total size: the largest
+    first, each to the chunk with the least so far (ascending within a chunk)."""
+    chunks: list[list[int]] = [[] for _ in range(max(1, min(workers, len(sizes))))]
+    totals = [0.0] * len(chunks)
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        j = totals.index(min(totals))
+        chunks[j].append(i)
+        totals[j] += sizes[i]
+    return [sorted(chunk) for chunk in chunks]
 
 
 def _task(work: Callable, resources: dict[str, float]) -> object:
@@ -180,7 +195,7 @@ class Settled:
     dense_kl: list[dict]
 
 
-def settle(candidates: list[dict], setup: SearchSetup, lm: LM) -> list[dict]:
+def settle(candidates: list[dict], setup: SearchSetup, lm: LM, cache: MemoryCache) -> list[dict]:
     """The front of `candidates` (the extended points) with kl known for each of its points:
     a dense point's kl is scored only once it reaches the front, and one above `max_kl` then
     leaves it, uncovering the points it dominated, until every point on it is known."""
@@ -189,21 +204,23 @@ def settle(candidates: list[dict], setup: SearchSetup, lm: LM) -> list[dict]:
         todo = [r for r in rows if r.get("kl") is None]
         if not todo:
             return rows
-        score_kl(todo, setup, lm)
+        score_kl(todo, setup, lm, cache)
 
 
 def settle_and_export(jobs: list[tuple[list[dict], SearchSetup, float]]) -> list[Settled]:
     """Per job (`candidates`, `setup`, `max_util_drop`; one per concept of a launch, sharing
     the model, loaded once): the extended front, settled (`settle`) and scored on test, the
     pick on it (`best`'s default rule) and the files that export it."""
-    lm = jobs[0][1].load()
-    return [_settle_and_export(lm, *job) for job in jobs]
+    setup = jobs[0][1]
+    lm = setup.load()
+    cache = MemoryCache(setup.cache_bytes(lm.device))  # across the loop and the concepts
+    return [_settle_and_export(lm, cache, *job) for job in jobs]
 
 
 def _settle_and_export(
-    lm: LM, candidates: list[dict], setup: SearchSetup, max_util_drop: float
+    lm: LM, cache: MemoryCache, candidates: list[dict], setup: SearchSetup, max_util_drop: float
 ) -> Settled:
-    rows = settle(candidates, setup, lm)
+    rows = settle(candidates, setup, lm, cache)
     scored = [
         {k: r[k] for k in ("trial_id", "m", *KL_METRICS)}
         for r in candidates
@@ -217,7 +234,7 @@ def _settle_and_export(
         best = rows.index(chosen)
     except SteerfrontError as exc:
         problem = str(exc)
-    score_test(rows, setup, lm)
+    score_test(rows, setup, lm, cache)
     about = None if best is None else provenance(asdict(setup), rows[best], max_util_drop)
     if about is not None and about["beats_baseline"]:
         source = cached(setup.store, rows[best]["train_key"], required=True)

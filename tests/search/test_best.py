@@ -313,7 +313,9 @@ def test_a_search_writes_best_only_while_its_pick_beats_the_unsteered_model(
             pass
 
     monkeypatch.setattr(
-        report, "in_workers", lambda work, resources, items, workers, *args: work(items, *args)
+        report,
+        "in_workers",
+        lambda work, resources, items, workers, *args, sizes: work(items, *args),
     )
     folder = tmp_path / "runs" / "h1"
     (folder / "cache").mkdir(parents=True)

@@ -178,14 +178,14 @@ def test_settling_scores_kl_only_where_a_dense_point_reaches_the_front(monkeypat
     ]
     calls = []
 
-    def score_kl(todo, setup, lm):
+    def score_kl(todo, setup, lm, cache):
         calls.append([r["name"] for r in todo])
         for r in todo:
             r["kl"] = true_kl[r["name"]]
 
     monkeypatch.setattr(worker, "score_kl", score_kl)
     setup = SimpleNamespace(axes=(("pref_odds", "util_odds"), 0.5))
-    settled = worker.settle(rows, setup, lm=None)
+    settled = worker.settle(rows, setup, lm=None, cache=None)
     assert calls == [["B"], ["C"]]
     assert sorted(r["name"] for r in settled) == ["A", "C"]
     assert rows[3]["kl"] is None
