@@ -33,7 +33,7 @@ $(LLAMA): $(STAMP)
 # unsteered and prompted models (about 5 minutes).
 demo: $(STAMP)
 	$(VENV)/bin/steerfront search --concept sentiment --trials 8 --steps 32 \
-		--judge local --judge-points 7 --max-new-tokens 32
+		--judge local --judge-points 4 --max-new-tokens 48
 
 test: $(STAMP) $(LLAMA)
 	$(VENV)/bin/ruff check .
