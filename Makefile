@@ -29,11 +29,11 @@ $(LLAMA): $(STAMP)
 	touch $(LLAMA)
 
 # A short search on a concept the default model visibly moves on (8 trials of 32 training
-# steps: about 10 minutes on 2 CPU cores), then the local judge's pass over 4 points and the
-# unsteered and prompted models (about 5 minutes).
+# steps: about 10 minutes on 2 CPU cores), then the local judge's pass over its default 12
+# points and the unsteered and prompted models, 32 tokens an answer (2 to 4 minutes).
 demo: $(STAMP)
 	$(VENV)/bin/steerfront search --concept sentiment --trials 8 --steps 32 \
-		--judge local --judge-points 4 --max-new-tokens 48
+		--judge local --max-new-tokens 32
 
 test: $(STAMP) $(LLAMA)
 	$(VENV)/bin/ruff check .

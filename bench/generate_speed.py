@@ -73,7 +73,7 @@ def main() -> None:
     fitted = time.perf_counter() - started
     judge.score([(p, t) for (p, _), t in zip(rows, texts["batched"], strict=True)])
     judged = time.perf_counter() - started
-    accuracy = judge.probe_accuracy
+    accuracy = judge.probe.accuracy
     print(f"local judge: probe fitted in {fitted:.1f} s (held-out accuracy {accuracy:.2f}), "
           f"pass over {len(rows)} answers {judged:.1f} s in all")  # fmt: skip
     print(json.dumps({"answers": len(rows), "max_new_tokens": n, "seconds": seconds,

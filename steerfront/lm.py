@@ -106,7 +106,7 @@ class LM:
 
         def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
             captured.append(args[0] if args else kwargs["hidden_states"])
-            raise _StopForward
+            raise StopForward
 
         handle = entry.register_forward_pre_hook(grab, with_kwargs=True)
         try:
@@ -117,7 +117,7 @@ class LM:
                     position_ids=position_ids,
                     use_cache=False,
                 )
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             handle.remove()
@@ -410,7 +410,7 @@ def _only_at(module: nn.Module, keep: torch.Tensor) -> Iterator[None]:
             handle.remove()
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by a hook to stop a forward pass once the prefix is captured."""
 
 

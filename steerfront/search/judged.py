@@ -3,9 +3,10 @@ judge scores it, and whether the log-odds agree with the judge.
 
 The unsteered model, the prompted one (asked in the prompt to express the concept) and up to
 K points on and off the extended front answer the concept's test prompts (or a prompts file).
-Points that share a trained intervention answer in one batch with a per-row `m`, in a Ray
-worker with a trial's resources; the `local` judge scores there too, with the model it holds,
-while the `llm` judge's requests go out from the driver.
+Points that share a trained intervention answer in one batch with a per-row `m`; these jobs
+are shared among as many Ray workers with a trial's resources as the cluster holds. The `local`
+judge reads each text there too, with the model the worker holds, and its concept probe is
+fitted where the readings are gathered; the `llm` judge's requests go out from the driver.
 The texts are kept (`generations.parquet`) before they are judged, and the judge's answers as
 they arrive, so a pass that stops is finished by running it again, without generating or
 asking twice.
@@ -49,59 +50,123 @@ from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.tracking import log_judged
 from steerfront.search.trial import SearchSetup, asked_concept, cached
 
+READ_TOKENS = 40  # on a CPU, reading a text as the local judge does costs about as much as
+# generating 40 tokens (default model: 0.39 s a text, 0.01 s a token a row)
 
-def generate_and_score(
-    setup: SearchSetup,
-    rows: list[dict],
-    todo: list[int],
-    settings: JudgeSettings,
-    labelled: list[dict] | None = None,
-) -> tuple[list[str], list[dict] | None, dict | None, list[dict] | None]:
-    """In a worker: the texts of rows `todo` (one batch per trained intervention, per-row m;
-    the prompted model's rows with its instruction in the prompt) and, for the local judge,
-    every row's scores, the probe's held-out accuracy (`probe`) and its labelled examples
-    (`labelled` when given: an earlier pass's, else generated)."""
+
+def generate_and_read(
+    jobs: list[dict], setup: SearchSetup, rows: list[dict], settings: JudgeSettings
+) -> list[dict]:
+    """In a worker, per job (`_jobs`): a group's texts of `rows` not yet generated (one batch
+    per trained intervention and sample, per-row m; the prompted model's rows with its
+    instruction in the prompt) and, for the local judge, what the model reads in every text
+    of the group (`Reader.read`); or the probe's job: its labelled examples (generated unless
+    an earlier pass's are given) and its inputs (`Reader.states`)."""
     from steerfront.methods.generate import generate_rows
     from steerfront.methods.io import load_intervention
+    from steerfront.scoring.judge.local import Reader, probe_examples
 
     lm = setup.load()
-    texts = {}
-    for key in dict.fromkeys(rows[i].get("train_key") for i in todo):
-        group = [i for i in todo if rows[i].get("train_key") == key]
-        intervention = (
-            None if key is None else load_intervention(cached(setup.store, key, True), lm)
-        )
-        for sample in sorted({rows[i]["sample"] for i in group}):
-            these = [i for i in group if rows[i]["sample"] == sample]
-            answers = generate_rows(
-                lm,
-                [instructed(rows[i]["prompt"], rows[i].get("asked") or "") for i in these],
-                intervention,
-                [rows[i]["m"] for i in these],
-                settings.max_new_tokens,
-                settings.temperature,
-                settings.seed + sample,
+    reader = Reader(lm) if settings.judge == "local" else None
+    out = []
+    for job in jobs:
+        if "concept" in job:  # the probe's
+            train = setup.splits().train
+            labelled = job["labelled"] or [
+                {**e, "concept": job["concept"]}
+                for e in probe_examples(lm, train, job["concept"], setup.seed)
+            ]
+            out.append({"labelled": labelled, "states": reader.states(train, labelled)})
+            continue
+        key, todo = job["train_key"], [i for i in job["rows"] if rows[i]["text"] is None]
+        texts = {i: rows[i]["text"] for i in job["rows"]}
+        if todo:
+            intervention = (
+                None if key is None else load_intervention(cached(setup.store, key, True), lm)
             )
-            texts.update(zip(these, answers, strict=True))
-    if settings.judge != "local":
-        return [texts[i] for i in todo], None, None, None
-    from steerfront.scoring.judge.local import LocalJudge, probe_examples
+            texts.update(
+                zip(
+                    todo,
+                    generate_rows(
+                        lm,
+                        [instructed(rows[i]["prompt"], rows[i].get("asked") or "") for i in todo],
+                        intervention,
+                        [rows[i]["m"] for i in todo],
+                        settings.max_new_tokens,
+                        settings.temperature,
+                        settings.seed + job["sample"],
+                    ),
+                    strict=True,
+                )
+            )
+        readings = None
+        if reader is not None:
+            readings = reader.read([(rows[i]["prompt"], texts[i]) for i in job["rows"]])
+        out.append({"texts": [texts[i] for i in todo], "readings": readings})
+    return out
 
-    train = setup.splits().train
-    if labelled is None:
-        concept = probe_concept(setup, settings)
-        labelled = [
-            {**e, "concept": concept} for e in probe_examples(lm, train, concept, setup.seed)
-        ]
-    judge = LocalJudge(lm, train, setup.seed, labelled)
-    every = [texts.get(i, r.get("text")) for i, r in enumerate(rows)]
-    scores = judge.score([(r["prompt"], text) for r, text in zip(rows, every, strict=True)])
-    probe = {
-        "accuracy": judge.probe_accuracy,
-        "held_out": judge.probe_held_out,
-        "on": judge.probe_on,
-    }
-    return [texts[i] for i in todo], scores, probe, labelled
+
+def _jobs(
+    rows: list[dict],
+    settings: JudgeSettings,
+    labelled: list[dict] | None,
+    concept: str,
+    train_pairs: int,
+) -> tuple[list[dict], list[float]]:
+    """The pass's model work as jobs for `generate_and_read`, and their expected costs (in
+    texts read; generating a text costs its new tokens over `READ_TOKENS` more): a job per
+    trained intervention and sample with texts to generate or (local judge) to read, and for
+    the local judge the probe's (its examples' texts and the training completions, read up
+    to the probe layer: a quarter of a judged text each)."""
+    local = settings.judge == "local"
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        if local or row["text"] is None:
+            groups.setdefault((row.get("train_key"), row["sample"]), []).append(i)
+    jobs = [{"train_key": k, "sample": s, "rows": these} for (k, s), these in groups.items()]
+    made = settings.max_new_tokens / READ_TOKENS
+    sizes = [sum(made * (rows[i]["text"] is None) + local for i in job["rows"]) for job in jobs]
+    if local:
+        from steerfront.scoring.judge.local import PROBE_NEW_TOKENS, PROBE_PROMPTS
+
+        examples = 2 * PROBE_PROMPTS
+        jobs.append({"concept": concept, "labelled": labelled})
+        made = 0 if labelled else examples * PROBE_NEW_TOKENS / READ_TOKENS
+        sizes.append(made + (2 * train_pairs + examples) / 4)
+    return jobs, sizes
+
+
+def _run_jobs(
+    jobs: list[dict],
+    sizes: list[float],
+    settings: SearchSettings,
+    setup: SearchSetup,
+    rows: list[dict],
+    judge: JudgeSettings,
+) -> tuple[list[dict | None], tuple[list[dict], object] | None]:
+    """`jobs` shared among as many workers as the cluster holds at once: the texts they
+    generated go into `rows`; back come each row's reading (local judge) and the probe's
+    labelled examples and inputs (local judge; else None)."""
+    from steerfront.search.worker import in_workers, slots
+
+    readings: list[dict | None] = [None] * len(rows)
+    probe_inputs = None
+    if not jobs:
+        return readings, probe_inputs
+    workers = slots(settings.resources)
+    args = (setup, rows, judge)
+    done = in_workers(generate_and_read, settings.resources, jobs, workers, *args, sizes=sizes)
+    for job, result in zip(jobs, done, strict=True):
+        if "concept" in job:
+            probe_inputs = result["labelled"], result["states"]
+            continue
+        todo = [i for i in job["rows"] if rows[i]["text"] is None]
+        for i, text in zip(todo, result["texts"], strict=True):
+            rows[i]["text"] = text
+        if result["readings"] is not None:
+            for i, reading in zip(job["rows"], result["readings"], strict=True):
+                readings[i] = reading
+    return readings, probe_inputs
 
 
 def probe_concept(setup: SearchSetup, settings: JudgeSettings) -> str:
@@ -151,21 +216,14 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
         )
     if judge.judge == "llm":  # before any generation: fail in seconds, not after minutes
         judge.endpoint().check()
-    labelled = _read_examples(out / EXAMPLES, probe_concept(setup, judge))
-    probe = None
-    if todo or judge.judge == "local":
-        from steerfront.search.worker import in_worker
-
-        texts, scores, probe, labelled = in_worker(
-            generate_and_score, settings.resources, setup, rows, todo, judge, labelled
-        )
-        if labelled is not None:
-            write_rows(out / EXAMPLES, labelled)  # the probe's, for a later pass
-            store.push(f"{FOLDER}/{EXAMPLES}")
-        for i, text in zip(todo, texts, strict=True):
-            rows[i]["text"] = text
+    concept = probe_concept(setup, judge)
+    labelled = _read_examples(out / EXAMPLES, concept)
+    jobs, sizes = _jobs(rows, judge, labelled, concept, len(setup.splits().train))
+    readings, probe_inputs = _run_jobs(jobs, sizes, settings, setup, rows, judge)
+    if jobs:
         write_rows(out / "generations.parquet", rows)  # kept before they are judged
         store.push(f"{FOLDER}/generations.parquet")
+    probe = None
     if judge.judge == "llm":
         try:
             scores, names = _llm_scores(rows, judge, setup, out)
@@ -173,6 +231,14 @@ def judge_search(settings: SearchSettings, judge: JudgeSettings) -> dict:
             store.push(f"{FOLDER}/answers.sqlite")
     else:
         from steerfront.scoring.judge.local import SCORES as names
+        from steerfront.scoring.judge.local import fit_probe, with_concept
+
+        labelled, states = probe_inputs
+        write_rows(out / EXAMPLES, labelled)  # the probe's, for a later pass
+        store.push(f"{FOLDER}/{EXAMPLES}")
+        fitted = fit_probe(setup.splits().train, labelled, states, setup.seed)
+        scores = with_concept(readings, fitted)
+        probe = {"accuracy": fitted.accuracy, "held_out": fitted.held_out, "on": fitted.on}
     probe_accuracy = None if probe is None else probe["accuracy"]
     for row, score in zip(rows, scores, strict=True):
         row.update(score, judge=judge.name, probe_accuracy=probe_accuracy)

@@ -34,7 +34,7 @@ from steerfront.search.space import Sampler, SearchSpace, check_top, top_layers
 from steerfront.search.storage import Store, is_uri
 from steerfront.search.tracking import PARAMS, Tracker, prompted_metrics, tracking_uri
 from steerfront.search.trial import SCORED_SPLITS, SearchSetup, run_trial
-from steerfront.search.worker import Settled, in_workers, unsteered
+from steerfront.search.worker import Settled, in_workers, slots, unsteered
 
 
 def run_search(space: SearchSpace, settings: SearchSettings, resume: bool = False) -> dict:
@@ -85,7 +85,7 @@ def drive(
         states.append(state)
         setups.append(setup)
     with ray_session(first.address):
-        workers = first.concurrency or _slots(first)  # trials at once, and model work at once
+        workers = first.concurrency or slots(first.resources)  # trials at once, and model work
         if resume:  # the sampler, prior included, comes back with Tune's saved searcher
             pairs = zip(setups, states, strict=True)
             prepared = [(setup, s["layers"], None, s.get("layer_prior")) for setup, s in pairs]
@@ -413,15 +413,6 @@ def _check_reachable(address: str) -> None:
         raise SteerfrontError(
             f"Ray cluster at {address} is unreachable ({exc.strerror or exc})"
         ) from None
-
-
-def _slots(settings: SearchSettings) -> int:
-    import ray
-
-    resources = ray.cluster_resources()
-    if settings.gpus_per_trial > 0:
-        return max(1, int(resources.get("GPU", 0) / settings.gpus_per_trial))
-    return max(1, int(resources.get("CPU", 1) / max(settings.cpus_per_trial, 1e-9)))
 
 
 def _record(trial: object, status: str, max_kl: float) -> dict:

@@ -68,6 +68,16 @@ def in_workers(
     return results
 
 
+def slots(resources: dict[str, float]) -> int:
+    """How many workers with `resources` each (a trial's) the Ray cluster holds at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    if resources["gpu"] > 0:
+        return max(1, int(total.get("GPU", 0) / resources["gpu"]))
+    return max(1, int(total.get("CPU", 1) / max(resources["cpu"], 1e-9)))
+
+
 def balanced(sizes: list[float], workers: int) -> list[list[int]]:
     """Indices of `sizes` in up to `workers` chunks of near-equal total size: the largest
     first, each to the chunk with the least so far (ascending within a chunk)."""

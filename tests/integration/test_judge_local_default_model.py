@@ -146,8 +146,8 @@ def test_the_probe_fitted_on_generations_tells_held_out_generations_apart(lm):
     examples = probe_examples(lm, train, "sentiment")
     assert {e["polarity"] for e in examples} == {"+", "-"} and len(examples) == 48
     judge = LocalJudge(lm, train, 0, examples)
-    print("probe on generations:", judge.probe_accuracy, "over", judge.probe_held_out)
-    assert judge.probe_on == "generations" and judge.probe_held_out >= 10
-    assert judge.probe_accuracy >= 0.8
+    print("probe on generations:", judge.probe.accuracy, "over", judge.probe.held_out)
+    assert judge.probe.on == "generations" and judge.probe.held_out >= 10
+    assert judge.probe.accuracy >= 0.8
     positive, negative = judge.score([(PROMPTS[3], POSITIVE), (PROMPTS[3], NEGATIVE)])
     assert positive["concept"] > 0.5 > negative["concept"]

@@ -1,5 +1,3 @@
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,8 @@ from steerfront.scoring.judge.local import (
     TOP_K,
     LocalJudge,
     Probe,
+    Reader,
+    fit_probe,
     repeated_share,
     repetition,
     token_ngram,
@@ -30,8 +30,10 @@ def test_read_scores_each_row_as_its_own_forward(tiny_lm):
     log-probability and whether it is in the top TOP_K."""
     contexts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
     texts = [[20, 21], [22], [], [23, 24, 25]]
-    judge = SimpleNamespace(lm=tiny_lm, layer=1)
-    logp, plausible, states = LocalJudge._read(judge, contexts, texts, True)
+    reader = Reader(tiny_lm)
+    reader.layer = 1
+    logp, plausible, states = reader._read(contexts, texts, with_logits=True)
+    np.testing.assert_array_equal(reader._read(contexts, texts, with_logits=False)[2], states)
     assert [len(x) for x in logp] == [2, 1, 0, 3]
     for i, (context, text) in enumerate(zip(contexts, texts, strict=True)):
         if not text:
@@ -100,7 +102,7 @@ def test_the_judge_scores_a_loop_inside_one_word_as_repeated_and_not_fluent(tiny
     """On a tiny model (byte-level tokenizer): the garbled text's repetition is 29/44 as
     above, the fluent sentence's 0, and fluency is plausibility times (1 - repetition)."""
     judge = LocalJudge(tiny_lm, PairSet("few", load_concept("agreeableness").pairs[:4]))
-    assert judge.ngram == 13
+    assert judge.reader.ngram == 13
     prompt = "Would you say that you enjoy helping others?"
     garbled, fluent = judge.score([(prompt, GARBLED), (prompt, FLUENT)])
     assert garbled["repetition"] == pytest.approx(29 / 44) and fluent["repetition"] == 0.0
@@ -123,6 +125,28 @@ def test_probe_learns_the_labels_it_is_given_not_their_opposite():
     assert probe.predict(near)[0] > 0.9 > 0.1 > probe.predict(near)[1]
     swapped = Probe.fit(x, 1 - y, fit, ~fit)
     assert swapped.predict(near)[0] < 0.1
+
+
+def test_fit_probe_measures_on_held_out_generations_and_drops_empty_ones():
+    """Training completions at +-1 along the first axis, examples likewise: the probe is
+    measured on the examples of held-out prompts only; an empty example (NaN, as
+    `Reader.states` gives it) is neither fitted nor measured; without examples it is measured
+    on held-out training pairs."""
+    train = PairSet("few", load_concept("agreeableness").pairs[:16])
+    prompts = [f"prompt {i}" for i in range(12)]
+    examples = [{"prompt": p, "polarity": s, "text": "x"} for p in prompts for s in "+-"]
+    rng = np.random.default_rng(0)
+    signs = [1.0] * 16 + [-1.0] * 16 + [1.0 if e["polarity"] == "+" else -1.0 for e in examples]
+    states = rng.normal(0, 0.3, (len(signs), 4))
+    states[:, 0] += signs
+    probe = fit_probe(train, examples, states, seed=0)
+    assert probe.on == "generations" and probe.accuracy == 1.0
+    assert probe.held_out == 6  # 3 of 12 prompts held out, both answers each
+    states[32] = np.nan  # the first example's answer was empty
+    emptied = fit_probe(train, examples, states, seed=0)
+    assert emptied.held_out in (5, 6) and np.isfinite(emptied.weight).all()
+    plain = fit_probe(train, [], states[:32], seed=0)
+    assert plain.on == "training pairs" and plain.held_out == 2 * max(1, int(16 * 0.25))
 
 
 def test_concept_instruction_asks_for_the_concept_and_for_its_opposite():

@@ -256,6 +256,56 @@ def test_a_search_made_before_the_prompted_baseline_is_judged_without_it(judged)
     assert baselines(old) == {"unsteered": setup["baseline"], "prompted": None}
 
 
+def test_the_pass_scores_as_one_local_judge_in_one_process(judged, talking_model_dir):
+    """The pass shares its texts among two workers and fits the probe where their readings
+    meet: every score equals that of one LocalJudge here, on the same texts and the pass's
+    own probe examples."""
+    import torch
+
+    from steerfront.lm import load_model
+    from steerfront.scoring.judge.local import SCORES, LocalJudge
+
+    folder = judged[0] / "runs" / "j1" / "judge"
+    rows = pq.read_table(folder / "generations.parquet").to_pylist()
+    examples = pq.read_table(folder / "probe_examples.parquet").to_pylist()
+    assert len({r["train_key"] for r in rows}) >= 2  # texts of more than one job
+    lm = load_model(str(talking_model_dir), device="cpu", dtype=torch.float32)
+    train = load_concept("agreeableness").split(0.2, 0.2, 0).train
+    judge = LocalJudge(lm, train, 0, examples)
+    here = judge.score([(r["prompt"], r["text"]) for r in rows])
+    for row, score in zip(rows, here, strict=True):
+        assert row["probe_accuracy"] == judge.probe.accuracy
+        for key in SCORES:
+            assert row[key] == pytest.approx(score[key], abs=1e-4), key
+
+
+def test_jobs_group_rows_by_intervention_and_sample_and_cost_what_they_do():
+    """A job per trained intervention and sample; a kept text is read, not generated again;
+    the llm judge has nothing to do for kept texts and no probe."""
+    from steerfront.search.judge_settings import JudgeSettings
+    from steerfront.search.judged import READ_TOKENS, _jobs
+
+    rows = [
+        {"train_key": None, "sample": 0, "text": None},
+        {"train_key": "a", "sample": 0, "text": None},
+        {"train_key": "a", "sample": 0, "text": "kept"},
+        {"train_key": "a", "sample": 1, "text": None},
+        {"train_key": "b", "sample": 0, "text": "kept"},
+    ]
+    local = JudgeSettings(max_new_tokens=80)
+    jobs, sizes = _jobs(rows, local, None, "sentiment", train_pairs=10)
+    made = 80 / READ_TOKENS
+    assert [j.get("rows") for j in jobs] == [[0], [1, 2], [3], [4], None]
+    assert sizes[:4] == [made + 1, made + 2, made + 1, 1]
+    assert jobs[-1] == {"concept": "sentiment", "labelled": None}
+    assert sizes[-1] == 48 * 48 / READ_TOKENS + (20 + 48) / 4
+    labelled = [{"prompt": "p", "polarity": "+", "text": "t"}]
+    assert _jobs(rows, local, labelled, "sentiment", 10)[1][-1] == (20 + 48) / 4
+    llm_jobs, llm_sizes = _jobs(rows, JudgeSettings(judge="llm", max_new_tokens=80), None, "x", 10)
+    assert [j["rows"] for j in llm_jobs] == [[0], [1], [3]]
+    assert llm_sizes == [made] * 3
+
+
 def bad(tmp_path, *flags):
     started = time.monotonic()
     status, out, err = run("judge", "j1", "--storage", str(tmp_path / "runs"), *flags)

@@ -37,11 +37,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from steerfront.batches import by_length, pad
 from steerfront.data import PairSet, encode_pairs, instructed, render_prompt
 from steerfront.defaults import concept_instruction
-from steerfront.lm import LM, fast_linear
+from steerfront.lm import LM, StopForward, fast_linear
 from steerfront.memory import tokens_per_batch
 
 PROBE_WARNING = 0.8  # a probe less accurate than this on held-out generations is flagged
@@ -86,49 +87,33 @@ def probe_examples(lm: LM, train: PairSet, concept: str, seed: int = 0) -> list[
 
 
 class LocalJudge:
-    """Scores with the unsteered model `lm`; the concept probe is fitted at construction, on
-    the training completions and on `examples` (`probe_examples`), and measured on the
-    examples of held-out prompts (without examples: on held-out training pairs)."""
+    """Scores with the unsteered model `lm` (`Reader`); the concept probe is fitted at
+    construction (`fit_probe`), on the training completions and on `examples`
+    (`probe_examples`)."""
 
     name = "local"
 
     def __init__(
         self, lm: LM, train: PairSet, seed: int = 0, examples: list[dict] | None = None
     ) -> None:
+        self.reader = Reader(lm)
+        examples = examples or []
+        self.probe = fit_probe(train, examples, self.reader.states(train, examples), seed)
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Per (prompt, generation): every score of `SCORES`; an empty generation has none."""
+        return with_concept(self.reader.read(pairs), self.probe)
+
+
+class Reader:
+    """The local judge's model side: what the unsteered model `lm` reads in a text. Kept apart
+    from the probe's fit so that a judge pass's texts are read in several workers at once
+    (`judged`) and the probe fitted once, from their activations, where they are gathered."""
+
+    def __init__(self, lm: LM) -> None:
         self.lm = lm
         self.layer = lm.n_layers // 2
         self.ngram = token_ngram(lm.tokenizer)
-        encoded = encode_pairs(lm.tokenizer, train)
-        contexts = [list(e.prompt) for e in encoded] * 2
-        texts = [list(e.positive) for e in encoded] + [list(e.negative) for e in encoded]
-        labels = [1.0] * len(encoded) + [0.0] * len(encoded)
-        groups = [p.prompt for p in train] * 2
-        generated = [False] * len(texts)
-        for example in examples or []:
-            ids = self._text(example["text"])
-            if ids:  # an empty answer teaches nothing
-                contexts.append(self._context(example["prompt"]))
-                texts.append(ids)
-                labels.append(1.0 if example["polarity"] == "+" else 0.0)
-                groups.append(example["prompt"])
-                generated.append(True)
-        states = self._read(contexts, texts, with_states=True)[2]
-        generated = np.array(generated)
-        # held out: prompts, not rows (a prompt's answers and completions stay together)
-        pool = list(dict.fromkeys(g for g, gen in zip(groups, generated, strict=True) if gen))
-        if not pool:
-            pool = list(dict.fromkeys(groups))
-        order = np.random.default_rng(seed).permutation(len(pool))
-        held = {pool[i] for i in order[: max(1, int(len(pool) * PROBE_HELD_OUT))]}
-        test = np.array([g in held for g in groups])
-        measured = test & generated if generated.any() else test
-        self.probe = Probe.fit(states, np.array(labels), ~test, measured)
-        self.probe_held_out = int(measured.sum())  # rows the accuracy is measured on
-        self.probe_on = "generations" if generated.any() else "training pairs"
-
-    @property
-    def probe_accuracy(self) -> float:
-        return self.probe.accuracy
 
     def _context(self, prompt: str) -> list[int]:
         """The rendered prompt's ids; never empty: the text's first token needs one."""
@@ -140,76 +125,103 @@ class LocalJudge:
     def _text(self, text: str) -> list[int]:
         return self.lm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def score(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        """Per (prompt, generation): concept, fluency, instruction, nll, pmi and repetition;
-        an empty generation has none of them."""
+    def read(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Per (prompt, generation): every score but `concept`, and `state` (the probe
+        layer's mean activation over its tokens, for `Probe.predict`); an empty generation
+        has none of them."""
         texts = [self._text(text) for _, text in pairs]
-        read = self._read([self._context(p) for p, _ in pairs], texts, True)
-        logp, plausible, states = read
-        null = self._read([self._context("")] * len(pairs), texts, with_states=False)[0]
-        concept = self.probe.predict(states)
+        logp, plausible, states = self._read([self._context(p) for p, _ in pairs], texts, True)
+        null = self._read([self._context("")] * len(pairs), texts, with_logits=True)[0]
         out = []
         for i, (_, text) in enumerate(pairs):
             if not len(texts[i]):
-                out.append(dict.fromkeys(SCORES))
+                out.append({**dict.fromkeys(SCORES), "state": None})
                 continue
             repeated = repetition(text, texts[i], self.ngram)
             gain = logp[i] - null[i]  # per token: how much the prompt raised its log-probability
             plausibility = min(1.0, float(plausible[i].mean()) / FLUENT_SHARE)
             out.append(
                 {
-                    "concept": float(concept[i]),
                     "fluency": plausibility * (1 - repeated),
                     "instruction": float((gain > 0).mean()),
                     "nll": float(-logp[i].mean()),
                     "plausibility": plausibility,
                     "pmi": float(gain.mean()),
                     "repetition": repeated,
+                    "state": states[i],
                 }
             )
         return out
 
+    def states(self, train: PairSet, examples: list[dict]) -> np.ndarray:
+        """The probe's inputs (`fit_probe`): the probe layer's mean activation over each
+        training completion (positives, then negatives) and each example's text (NaN for an
+        empty one), read only up to that layer."""
+        encoded = encode_pairs(self.lm.tokenizer, train)
+        contexts = [list(e.prompt) for e in encoded] * 2
+        texts = [list(e.positive) for e in encoded] + [list(e.negative) for e in encoded]
+        for example in examples:
+            contexts.append(self._context(example["prompt"]))
+            texts.append(self._text(example["text"]))
+        states = self._read(contexts, texts, with_logits=False)[2]
+        states[[not t for t in texts]] = np.nan
+        return states
+
     @torch.no_grad()
     def _read(
-        self, contexts: list[list[int]], texts: list[list[int]], with_states: bool
+        self, contexts: list[list[int]], texts: list[list[int]], with_logits: bool
     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """Per row, for each token of `texts[i]` after `contexts[i]`: its log-probability and
-        whether it is among the model's `TOP_K` likeliest next tokens; and (`with_states`) the
-        mean activation over its tokens at the probe layer."""
+        """Per row, for each token of `texts[i]` after `contexts[i]`: (`with_logits`) its
+        log-probability and whether it is among the model's `TOP_K` likeliest next tokens;
+        and the mean activation over its tokens at the probe layer (without logits, the
+        forward stops there)."""
         lm = self.lm
         n = len(texts)
         logp = [np.zeros(0) for _ in range(n)]
         plausible = [np.zeros(0, dtype=bool) for _ in range(n)]
         states = np.zeros((n, lm.hidden_size))
         lengths = [len(c) + len(t) for c, t in zip(contexts, texts, strict=True)]
-        # with_states keeps every layer's hidden state of every token
-        kept = (lm.n_layers + 1) * lm.hidden_size * lm.dtype.itemsize if with_states else 0
         width = max(lengths, default=1)
-        tokens = tokens_per_batch(lm.config, lm.dtype, lm.device, width, kept=kept)
+        tokens = tokens_per_batch(lm.config, lm.dtype, lm.device, width)
         for rows in by_length(lengths, tokens):
             ids, mask = pad([contexts[i] + texts[i] for i in rows])
-            with fast_linear():
-                out = lm.model.model(
-                    input_ids=ids.to(lm.device),
-                    attention_mask=mask.to(lm.device),
-                    output_hidden_states=with_states,
-                    use_cache=False,
-                )
+            hidden, last = self._forward(ids.to(lm.device), mask.to(lm.device), with_logits)
             for r, i in enumerate(rows):
                 a, b = len(contexts[i]), lengths[i]
                 if a == b:
                     continue
+                states[i] = hidden[r, a:b].float().mean(0).cpu().numpy()
+                if not with_logits:
+                    continue
                 target = ids[r, a:b].to(lm.device)
-                logits = lm.head(out.last_hidden_state[r, a - 1 : b - 1]).float()
-                logits = logits.log_softmax(-1)
+                logits = lm.head(last[r, a - 1 : b - 1]).float().log_softmax(-1)
                 picked = logits.gather(1, target[:, None])
                 top = logits.topk(min(TOP_K, logits.shape[-1]), dim=-1).values
                 logp[i] = picked[:, 0].cpu().double().numpy()
                 plausible[i] = (picked[:, 0] >= top[:, -1]).cpu().numpy()
-                if with_states:
-                    hidden = out.hidden_states[self.layer + 1][r, a:b]
-                    states[i] = hidden.float().mean(0).cpu().numpy()
         return logp, plausible, states
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, to_the_end: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The probe layer's output and (`to_the_end`) the last hidden state; without the
+        latter, the layers above the probe's never run."""
+        captured: list[torch.Tensor] = []
+
+        def grab(_module: nn.Module, _args: tuple, out: object) -> None:
+            captured.append(out[0] if isinstance(out, tuple) else out)
+            if not to_the_end:
+                raise StopForward
+
+        handle = self.lm.layers[self.layer].register_forward_hook(grab)
+        try:
+            with fast_linear():
+                out = self.lm.model.model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except StopForward:
+            out = None
+        finally:
+            handle.remove()
+        return captured[0], None if out is None else out.last_hidden_state
 
 
 @dataclass(eq=False)
@@ -221,6 +233,8 @@ class Probe:
     weight: np.ndarray
     bias: float
     accuracy: float = math.nan
+    held_out: int = 0  # rows the accuracy is measured on
+    on: str = "training pairs"  # what those rows are: "generations" or "training pairs"
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, fit: np.ndarray, test: np.ndarray) -> Probe:
@@ -252,6 +266,42 @@ class Probe:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The probability of the positive class, per row."""
         return 1 / (1 + np.exp(-(((x - self.mean) / self.scale) @ self.weight + self.bias)))
+
+
+def fit_probe(train: PairSet, examples: list[dict], states: np.ndarray, seed: int = 0) -> Probe:
+    """The concept probe, fitted on `states` (`Reader.states`: the training completions, then
+    `examples`) and measured on the examples of held-out prompts (without examples: on
+    held-out training pairs). Held out are prompts, not rows: a prompt's answers and
+    completions stay together."""
+    labels = [1.0] * len(train) + [0.0] * len(train)
+    labels += [1.0 if e["polarity"] == "+" else 0.0 for e in examples]
+    groups = [p.prompt for p in train] * 2 + [e["prompt"] for e in examples]
+    generated = np.array([False] * 2 * len(train) + [True] * len(examples))
+    kept = ~np.isnan(states).any(1)  # an empty answer teaches nothing
+    generated &= kept
+    pool = list(dict.fromkeys(g for g, gen in zip(groups, generated, strict=True) if gen))
+    if not pool:
+        pool = list(dict.fromkeys(groups))
+    order = np.random.default_rng(seed).permutation(len(pool))
+    held = {pool[i] for i in order[: max(1, int(len(pool) * PROBE_HELD_OUT))]}
+    test = np.array([g in held for g in groups])
+    measured = (test & generated if generated.any() else test) & kept
+    x = np.where(kept[:, None], states, 0.0)
+    probe = Probe.fit(x, np.array(labels), ~test & kept, measured)
+    probe.held_out = int(measured.sum())
+    probe.on = "generations" if generated.any() else "training pairs"
+    return probe
+
+
+def with_concept(readings: list[dict], probe: Probe) -> list[dict]:
+    """`Reader.read`'s scores with the probe's `concept` added (and `state` dropped)."""
+    out = []
+    for reading in readings:
+        scores = {k: v for k, v in reading.items() if k != "state"}
+        state = reading["state"]
+        scores["concept"] = None if state is None else float(probe.predict(state[None])[0])
+        out.append(scores)
+    return out
 
 
 def words(text: str) -> list[str]:
