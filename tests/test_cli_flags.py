@@ -235,3 +235,19 @@ def test_a_resumed_search_keeps_its_layer_prior(capsys, tmp_path):
     assert "--layer-prior: search 'r' was started with lens; a resumed search keeps" in err
     status, _, err = run(capsys, *resume, "--layers", "top:3", "--layer-prior", "lens")
     assert status == 2 and "--layers top:K: search 'r' was started with 2" in err
+
+
+def test_a_resumed_launch_takes_the_resume_flags_for_each_of_its_searches(capsys, tmp_path):
+    """The same flags as a search's resume, applied to every search of the launch: a changed
+    layer prior refused (naming the launch), before Ray starts."""
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "launch.json").write_text(json.dumps({"searches": ["k-a", "k-b"]}))
+    for name in ("k-a", "k-b"):
+        (tmp_path / name).mkdir()
+        settings = {"name": name, "model": "m", "concept": "sentiment", "layer_prior": "lens"}
+        state = {"settings": {**settings, "extra": {"launch": "k"}}, "space": {}}
+        (tmp_path / name / "search.json").write_text(json.dumps(state))
+    resume = ["search", "--storage", str(tmp_path), "--resume", "k"]
+    status, _, err = run(capsys, *resume, "--layer-prior", "navigator")
+    assert status == 2 and err.count("\n") == 1, err
+    assert "--layer-prior: launch 'k' was started with lens; a resumed search keeps" in err

@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> None:
         raise SteerfrontError(f"--resume {args.resume}: a resumed search keeps its concepts")
     args.concept = concepts[0] if concepts else DEFAULT_CONCEPT
     if args.resume:
-        settings, space = resumed(args, top)
+        settings, space = resumed(args)
     else:
         overrides = {
             "layers": None if top else args.layers,
@@ -331,7 +331,10 @@ def run_launch_command(
     from steerfront.search.launch import resume_launch, run_launch
 
     if args.resume:
-        summary = resume_launch(args.storage, args.resume, quiet=args.quiet)
+        from functools import partial
+
+        adjust = partial(resume_flags, args, f"launch {args.resume!r}")
+        summary = resume_launch(args.storage, args.resume, adjust, args.quiet)
     else:
         from dataclasses import replace
 
@@ -355,7 +358,7 @@ def check_top(top: int, space: SearchSpace, model: str) -> None:
     refuse_above(top, space.layers or default_layers(model_config(model).num_hidden_layers))
 
 
-def resumed(args: argparse.Namespace, top: int | None) -> tuple[SearchSettings, SearchSpace]:
+def resumed(args: argparse.Namespace) -> tuple[SearchSettings, SearchSpace]:
     from steerfront.search.settings import STATE, SearchSettings
     from steerfront.search.space import SearchSpace
 
@@ -369,12 +372,21 @@ def resumed(args: argparse.Namespace, top: int | None) -> tuple[SearchSettings, 
         raise SteerfrontError(
             f"search {args.resume!r} is one of launch {launch!r}; resume it with --resume {launch}"
         )
+    return resume_flags(args, f"search {args.resume!r}", settings), SearchSpace(**state["space"])
+
+
+def resume_flags(args: argparse.Namespace, what: str, settings: SearchSettings) -> SearchSettings:
+    """`settings` of a search resumed alone or in a launch (`what`: "search 'NAME'" or
+    "launch 'NAME'", for errors) with what a resume may change
+    (the cluster, the tracking server, the judge pass); a changed layer prior is refused
+    (the sampler comes back with its own)."""
+    top = args.layers.k if isinstance(args.layers, Top) else None
     given = {"--layer-prior": (args.layer_prior, settings.layer_prior)}
     given["--layers top:K"] = (top, settings.top_layers)
-    for flag, (asked, kept) in given.items():  # the sampler comes back with its own prior
+    for flag, (asked, kept) in given.items():
         if asked is not None and asked != kept:
             raise SteerfrontError(
-                f"{flag}: search {args.resume!r} was started with {kept or 'none'}; a resumed "
+                f"{flag}: {what} was started with {kept or 'none'}; a resumed "
                 "search keeps its layer prior (start a new search to change it)"
             )
     settings.address = args.address or os.environ.get("RAY_ADDRESS")  # the cluster may be new
@@ -385,7 +397,7 @@ def resumed(args: argparse.Namespace, top: int | None) -> tuple[SearchSettings, 
         from steerfront.search.judge_settings import JudgeSettings
 
         JudgeSettings(**settings.judge).check()
-    return settings, SearchSpace(**state["space"])
+    return settings
 
 
 def new_folder(settings: SearchSettings) -> None:

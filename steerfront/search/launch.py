@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,8 +94,14 @@ def run_launch(
     return _finish(store, state, summaries)
 
 
-def resume_launch(storage: str, name: str, quiet: bool = False) -> dict:
-    """Resume launch `name`: every search of it, from where each stopped."""
+def resume_launch(
+    storage: str,
+    name: str,
+    adjust: Callable[[SearchSettings], SearchSettings] = lambda s: s,
+    quiet: bool = False,
+) -> dict:
+    """Resume launch `name`: every search of it, from where each stopped, its settings as
+    `adjust` returns them (what the resume's flags may change: the cluster, the judge)."""
     store = Store(storage, name)
     if not store.pull(STATE):
         raise SteerfrontError(f"no launch named {name!r} in {storage} to resume")
@@ -105,7 +112,7 @@ def resume_launch(storage: str, name: str, quiet: bool = False) -> dict:
         if not kept.pull("search.json"):
             raise SteerfrontError(f"launch {name}: search {search!r} is missing from {storage}")
         document = json.loads((kept.local / "search.json").read_text())
-        searches.append(SearchSettings(**{**document["settings"], "quiet": quiet}))
+        searches.append(adjust(SearchSettings(**{**document["settings"], "quiet": quiet})))
         space = SearchSpace(**document["space"])
     return _finish(store, state, drive(space, searches, store, resume=True))
 
