@@ -242,7 +242,7 @@ def test_a_search_refuses_a_gpu_share_before_the_model_loads(tmp_path, monkeypat
     )
     space = load_space(None, {"layers": [20], "forms": ["lora"]})
     with pytest.raises(SteerfrontError, match=r"^--gpus-per-trial 0\.5 gives a trial 12\.9 GB"):
-        worker.unsteered([setup], space)
+        worker.unsteered(setup, space)
 
 
 @pytest.fixture(autouse=True)

@@ -48,16 +48,16 @@ from steerfront.search.records import write_rows
 from steerfront.search.report import plot_judged
 from steerfront.search.settings import STATE, SearchSettings
 from steerfront.search.tracking import log_judged
-from steerfront.search.trial import SearchSetup, asked_concept, cached
+from steerfront.search.trial import SearchSetup, asked_concept, cached, worker_model
 
 READ_TOKENS = 40  # on a CPU, reading a text as the local judge does costs about as much as
 # generating 40 tokens (default model: 0.39 s a text, 0.01 s a token a row)
 
 
 def generate_and_read(
-    jobs: list[dict], setup: SearchSetup, rows: list[dict], settings: JudgeSettings
-) -> list[dict]:
-    """In a worker, per job (`_jobs`): a group's texts of `rows` not yet generated (one batch
+    job: dict, setup: SearchSetup, rows: list[dict], settings: JudgeSettings
+) -> dict:
+    """In a worker, a job (`_jobs`): a group's texts of `rows` not yet generated (one batch
     per trained intervention and sample, per-row m; the prompted model's rows with its
     instruction in the prompt) and, for the local judge, what the model reads in every text
     of the group (`Reader.read`); or the probe's job: its labelled examples (generated unless
@@ -66,44 +66,40 @@ def generate_and_read(
     from steerfront.methods.io import load_intervention
     from steerfront.scoring.judge.local import Reader, probe_examples
 
-    lm = setup.load()
+    lm, _, _ = worker_model(setup)
     reader = Reader(lm) if settings.judge == "local" else None
-    out = []
-    for job in jobs:
-        if "concept" in job:  # the probe's
-            train = setup.splits().train
-            labelled = job["labelled"] or [
-                {**e, "concept": job["concept"]}
-                for e in probe_examples(lm, train, job["concept"], setup.seed)
-            ]
-            out.append({"labelled": labelled, "states": reader.states(train, labelled)})
-            continue
-        key, todo = job["train_key"], [i for i in job["rows"] if rows[i]["text"] is None]
-        texts = {i: rows[i]["text"] for i in job["rows"]}
-        if todo:
-            intervention = (
-                None if key is None else load_intervention(cached(setup.store, key, True), lm)
+    if "concept" in job:  # the probe's
+        train = setup.splits().train
+        labelled = job["labelled"] or [
+            {**e, "concept": job["concept"]}
+            for e in probe_examples(lm, train, job["concept"], setup.seed)
+        ]
+        return {"labelled": labelled, "states": reader.states(train, labelled)}
+    key, todo = job["train_key"], [i for i in job["rows"] if rows[i]["text"] is None]
+    texts = {i: rows[i]["text"] for i in job["rows"]}
+    if todo:
+        intervention = (
+            None if key is None else load_intervention(cached(setup.store, key, True), lm)
+        )
+        texts.update(
+            zip(
+                todo,
+                generate_rows(
+                    lm,
+                    [instructed(rows[i]["prompt"], rows[i].get("asked") or "") for i in todo],
+                    intervention,
+                    [rows[i]["m"] for i in todo],
+                    settings.max_new_tokens,
+                    settings.temperature,
+                    settings.seed + job["sample"],
+                ),
+                strict=True,
             )
-            texts.update(
-                zip(
-                    todo,
-                    generate_rows(
-                        lm,
-                        [instructed(rows[i]["prompt"], rows[i].get("asked") or "") for i in todo],
-                        intervention,
-                        [rows[i]["m"] for i in todo],
-                        settings.max_new_tokens,
-                        settings.temperature,
-                        settings.seed + job["sample"],
-                    ),
-                    strict=True,
-                )
-            )
-        readings = None
-        if reader is not None:
-            readings = reader.read([(rows[i]["prompt"], texts[i]) for i in job["rows"]])
-        out.append({"texts": [texts[i] for i in todo], "readings": readings})
-    return out
+        )
+    readings = None
+    if reader is not None:
+        readings = reader.read([(rows[i]["prompt"], texts[i]) for i in job["rows"]])
+    return {"texts": [texts[i] for i in todo], "readings": readings}
 
 
 def _jobs(

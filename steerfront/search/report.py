@@ -48,7 +48,8 @@ def settle_searches(
         for records, setup, drop in searches
     ]
     todo = [job for job in jobs if job[0]]
-    sizes = [setup.size for _, setup, _ in todo]
+    # settling scores the front's points (kl, test): its cost grows with both
+    sizes = [len(front(candidates, *setup.axes)) * setup.size for candidates, setup, _ in todo]
     settled = iter(
         in_workers(settle_and_export, resources, todo, workers, sizes=sizes) if todo else []
     )

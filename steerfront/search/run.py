@@ -335,7 +335,9 @@ def _tune(
         tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not restored
     else:
         searchers = {}
-        for recorder in recorders:
+        # the costliest concept first: turns tied go to it, so that its last trials do not
+        # run alone at the end while the other workers idle
+        for recorder in sorted(recorders, key=lambda r: -r.search_setup.size):
             settings, setup = recorder.settings, recorder.search_setup
             sampler = Sampler(space, recorder.layers, recorder.prior)
             objectives = list(setup.front_objectives)

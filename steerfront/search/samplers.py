@@ -71,8 +71,9 @@ class ConstrainedOptunaSearch(OptunaSearch):
 class FairShare(Searcher):
     """Several searches in one Ray Tune experiment: each has its own searcher (its own Optuna
     study) and trial budget, and the next free worker goes to the search that has started the
-    fewest trials, so a slow concept never starves the rest. A trial's config names its search
-    (`search`), by which the trainable and the recorders find theirs."""
+    fewest trials (a tie to the one named first), so a slow concept never starves the rest. A
+    trial's config names its search (`search`), by which the trainable and the recorders find
+    theirs."""
 
     def __init__(self, searchers: dict[str, Searcher], budgets: dict[str, int]) -> None:
         first = next(iter(searchers.values()))

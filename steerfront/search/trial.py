@@ -142,8 +142,8 @@ class SearchSetup:
     @property
     def size(self) -> int:
         """Characters of the scored pairs (each prompt once, as scoring shares it between the
-        two completions): what this concept's model work costs, roughly, to share a launch's
-        concepts evenly among workers (`worker.in_workers`)."""
+        two completions): what this concept's model work costs, roughly, to hand a launch's
+        costliest concepts out first (`worker.in_workers`, `FairShare`'s ties)."""
         splits = self.splits()
         return sum(
             len(p.prompt) + len(p.positive) + len(p.negative)
@@ -171,10 +171,10 @@ def prompting_instruction(concept: str) -> str:
 _WORKER: dict = {}  # this process's model and cache, and each concept's pair sets, across trials
 
 
-def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, MemoryCache, bool]:
-    """The model (loaded once per worker, whatever concepts its trials serve: a launch's
-    concepts share it), the concept's splits and encoded scored splits, the cache, and whether
-    the model was loaded for this call."""
+def worker_model(setup: SearchSetup) -> tuple[LM, MemoryCache, bool]:
+    """The model as this worker process holds it (loaded once, whatever concepts and jobs it
+    serves: a launch's concepts, the driver's model work), its cache, and whether the model
+    was loaded for this call."""
     key = (setup.model, setup.device, setup.dtype, setup.cache_gb)
     loaded = _WORKER.get("key") != key
     if loaded:
@@ -183,7 +183,12 @@ def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, MemoryCache, bool]:
         cache = MemoryCache(setup.cache_bytes(lm.device))
         _WORKER.update(key=key, lm=lm, cache=cache, concepts={})
         release_unused()  # loading's buffers
-    lm = _WORKER["lm"]
+    return _WORKER["lm"], _WORKER["cache"], loaded
+
+
+def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, MemoryCache, bool]:
+    """`worker_model`, with the concept's splits and encoded scored splits (kept per concept)."""
+    lm, cache, loaded = worker_model(setup)
     concept = (
         setup.concept,
         setup.fmt,
@@ -197,7 +202,7 @@ def _worker(setup: SearchSetup) -> tuple[LM, Splits, dict, MemoryCache, bool]:
         encoded = {name: setup.encode(lm, getattr(splits, name)) for name in SCORED_SPLITS}
         _WORKER["concepts"][concept] = splits, encoded
     splits, encoded = _WORKER["concepts"][concept]
-    return lm, splits, encoded, _WORKER["cache"], loaded
+    return lm, splits, encoded, cache, loaded
 
 
 def train_spec(config: dict, seed: int) -> TrainSpec:

@@ -34,38 +34,53 @@ from steerfront.search.trial import (
     point_metrics,
     score_kl,
     score_test,
+    worker_model,
 )
 
 T = TypeVar("T")
 
 
-def in_worker(work: Callable[..., T], resources: dict[str, float], *args: object) -> T:
-    """`work(*args)` in a Ray worker process of its own, which exits afterwards (and frees the
-    model's memory for the trials); a SteerfrontError there comes back as its one line."""
-    return _get([_task(work, resources).remote(*args)])[0]
-
-
 def in_workers(
-    work: Callable[..., list[T]],
+    work: Callable[..., T],
     resources: dict[str, float],
     items: list,
     workers: int,
     *args: object,
     sizes: list[float] | None = None,
 ) -> list[T]:
-    """`work(chunk, *args)` (a result per item of `chunk`, in order) over `items` shared among
-    up to `workers` Ray worker processes at once (as `in_worker`'s: each loads the model once
-    for its whole chunk), the chunks balanced by the items' `sizes` (their expected cost;
-    default: equal), so that no worker waits on one given all the large ones; the results in
-    the order of `items`."""
-    chunks = balanced(sizes or [1.0] * len(items), workers)
-    task = _task(work, resources)
-    done = _get([task.remote([items[i] for i in chunk], *args) for chunk in chunks])
-    results: list = [None] * len(items)
-    for chunk, part in zip(chunks, done, strict=True):
-        for i, result in zip(chunk, part, strict=True):
-            results[i] = result
-    return results
+    """`work(item, *args)` for each of `items`, in up to `workers` Ray worker processes at once,
+    each with a trial's `resources`, loading the model once (`trial.worker_model`) and exiting
+    afterwards (freeing its memory for the trials); a SteerfrontError there comes back as its
+    one line. Each worker takes the next item as it finishes one, the largest by `sizes`
+    (expected costs; default: equal) first: a worker that drew a costlier item than its size
+    said does not hold the others up. The results in the order of `items`."""
+    import ray
+    from ray.util.queue import Queue
+
+    order = sorted(range(len(items)), key=lambda i: -(sizes or [1.0] * len(items))[i])
+    queue = Queue(actor_options={"num_cpus": 0})
+    queue.put_nowait_batch(order)
+    shared = ray.put(items)
+    try:
+        task = _task(_drain, resources)
+        runs = [task.remote(queue, shared, work, *args) for _ in range(min(workers, len(items)))]
+        done = dict(pair for run in _get(runs) for pair in run)
+    finally:
+        queue.shutdown()
+    return [done[i] for i in range(len(items))]
+
+
+def _drain(queue: object, items: list, work: Callable[..., T], *args: object) -> list[tuple]:
+    """`in_workers`' worker: (index, result) of each item it takes until none is left."""
+    from ray.util.queue import Empty
+
+    done = []
+    while True:
+        try:
+            i = queue.get_nowait()
+        except Empty:
+            return done
+        done.append((i, work(items[i], *args)))
 
 
 def slots(resources: dict[str, float]) -> int:
@@ -76,18 +91,6 @@ def slots(resources: dict[str, float]) -> int:
     if resources["gpu"] > 0:
         return max(1, int(total.get("GPU", 0) / resources["gpu"]))
     return max(1, int(total.get("CPU", 1) / max(resources["cpu"], 1e-9)))
-
-
-def balanced(sizes: list[float], workers: int) -> list[list[int]]:
-    """Indices of `sizes` in up to `workers` chunks of near-equal total size: the largest
-    first, each to the chunk with the least so far (ascending within a chunk)."""
-    chunks: list[list[int]] = [[] for _ in range(max(1, min(workers, len(sizes))))]
-    totals = [0.0] * len(chunks)
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        j = totals.index(min(totals))
-        chunks[j].append(i)
-        totals[j] += sizes[i]
-    return [sorted(chunk) for chunk in chunks]
 
 
 def _task(work: Callable, resources: dict[str, float]) -> object:
@@ -122,16 +125,13 @@ class Unsteered:
     prior: dict[int, float]  # the layer prior's score per layer searched; empty for none
 
 
-def unsteered(
-    setups: list[SearchSetup], space: SearchSpace, prior: str = "none"
-) -> list[Unsteered]:
-    """Per setup (one per concept of a launch; they share the model and its settings): the
-    unsteered and prompted models' scores, the layers to search, the memory settings and,
-    unless `prior` is none, the layer prior's scores of those layers (`scoring.priors`: the
-    navigator's d + c, or the lens), from one pass over the training pairs while the model is
-    loaded here anyway, once for all setups. The space is checked against the model's
-    configuration, and a trial's memory against its share of the GPU, before the model loads."""
-    setup = setups[0]
+def unsteered(setup: SearchSetup, space: SearchSpace, prior: str = "none") -> Unsteered:
+    """A setup's (a launch has one per concept; they share the model and its settings) unsteered
+    and prompted models' scores, the layers to search, the memory settings and, unless `prior`
+    is none, the layer prior's scores of those layers (`scoring.priors`: the navigator's d + c,
+    or the lens), from one pass over the training pairs while the model is loaded here anyway.
+    The space is checked against the model's configuration, and a trial's memory against its
+    share of the GPU, before the model loads."""
     config = load_config(setup.model)
     device, dtype = resolve(setup.device, setup.dtype)
     d, ff = config.hidden_size, config.intermediate_size  # the down-projection's shape
@@ -149,14 +149,13 @@ def unsteered(
             stored_layers=config.num_hidden_layers - min(layers),
         )
         memory["trial_memory_gb"] = round(estimate["total"] / GB, 2)
-    lm = setup.load()
-    return [
-        Unsteered(_baselines(lm, s), layers, memory, _prior(lm, s, layers, prior)) for s in setups
-    ]
+    lm, cache, _ = worker_model(setup)
+    return Unsteered(_baselines(lm, setup, cache), layers, memory, _prior(lm, setup, layers, prior))
 
 
-def _baselines(lm: LM, setup: SearchSetup) -> dict[str, dict]:
-    """`Unsteered.baselines` of one setup."""
+def _baselines(lm: LM, setup: SearchSetup, cache: MemoryCache) -> dict[str, dict]:
+    """`Unsteered.baselines` of one setup (the plain side of the prompted kl read from
+    `cache`, which a launch's concepts share)."""
     splits = setup.splits()
     baseline, utils, prefs, prompted, prompted_prefs = {}, {}, {}, {}, {}
     for name in SCORED_SPLITS:
@@ -172,8 +171,8 @@ def _baselines(lm: LM, setup: SearchSetup) -> dict[str, dict]:
         prompted.update({f"{name}_{k}": v for k, v in metrics.items()})
     answers = neutral_answers(lm, setup)  # once, before the trials (which read them from the cache)
     baseline["val_kl"] = 0.0  # the unsteered model's kl from itself, by definition
-    kl = prompted_kl(lm, answers, setup.instruction, tokens=KL_TOKENS).metrics(setup.seed)[0.0]
-    prompted.update({f"val_{k}": v for k, v in kl.items()})
+    kl = prompted_kl(lm, answers, setup.instruction, cache, tokens=KL_TOKENS)
+    prompted.update({f"val_{k}": v for k, v in kl.metrics(setup.seed)[0.0].items()})
     return {
         "baseline": baseline,
         "baseline_util": utils,
@@ -217,14 +216,12 @@ def settle(candidates: list[dict], setup: SearchSetup, lm: LM, cache: MemoryCach
         score_kl(todo, setup, lm, cache)
 
 
-def settle_and_export(jobs: list[tuple[list[dict], SearchSetup, float]]) -> list[Settled]:
-    """Per job (`candidates`, `setup`, `max_util_drop`; one per concept of a launch, sharing
-    the model, loaded once): the extended front, settled (`settle`) and scored on test, the
-    pick on it (`best`'s default rule) and the files that export it."""
-    setup = jobs[0][1]
-    lm = setup.load()
-    cache = MemoryCache(setup.cache_bytes(lm.device))  # across the loop and the concepts
-    return [_settle_and_export(lm, cache, *job) for job in jobs]
+def settle_and_export(job: tuple[list[dict], SearchSetup, float]) -> Settled:
+    """For a job (`candidates`, `setup`, `max_util_drop`; a launch has one per concept, sharing
+    the model and its cache in each worker): the extended front, settled (`settle`) and scored
+    on test, the pick on it (`best`'s default rule) and the files that export it."""
+    lm, cache, _ = worker_model(job[1])
+    return _settle_and_export(lm, cache, *job)
 
 
 def _settle_and_export(

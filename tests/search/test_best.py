@@ -315,7 +315,7 @@ def test_a_search_writes_best_only_while_its_pick_beats_the_unsteered_model(
     monkeypatch.setattr(
         report,
         "in_workers",
-        lambda work, resources, items, workers, *args, sizes: work(items, *args),
+        lambda work, resources, items, workers, *args, sizes: [work(i, *args) for i in items],
     )
     folder = tmp_path / "runs" / "h1"
     (folder / "cache").mkdir(parents=True)

@@ -70,7 +70,7 @@ def test_per_token_setup_scores_baseline_and_trials_per_token(
         dtype="float32",
     )
     space = load_space(None, {"layers": [1], "forms": ["vector"]})
-    (done,) = unsteered([setup], space)
+    done = unsteered(setup, space)
     scores = done.baselines
     baseline, utils, prefs = scores["baseline"], scores["baseline_util"], scores["baseline_pref"]
     assert done.prior == {}  # no layer prior unless one is asked for
@@ -128,7 +128,7 @@ def test_the_prompted_baseline_is_the_unsteered_model_asked_for_the_concept(
     )  # fmt: skip
     assert setup.instruction == CONCEPT_INSTRUCTIONS["sentiment"]["+"]
     space = load_space(None, {"layers": [1], "forms": ["vector"]})
-    scores = unsteered([setup], space)[0].baselines
+    scores = unsteered(setup, space).baselines
     prompted, base = scores["prompted"], scores["baseline"]
     lm = load_model(str(tiny_model_dir))
     for split in ("val", "test"):

@@ -1,37 +1,24 @@
-import pytest
+import os
+import time
 
-from steerfront.search import worker
-from steerfront.search.worker import balanced, in_workers
-
-
-def test_balanced_gives_the_largest_first_to_the_least_loaded_chunk():
-    # the four built-in concepts' scored characters: the two large ones go to separate workers
-    sizes = [6524, 10529, 6484, 14575]  # agreeableness, formality, risk_seeking, sentiment
-    assert balanced(sizes, 2) == [[2, 3], [0, 1]]
-    assert balanced([1.0, 1.0, 1.0], 2) == [[0, 2], [1]]
-    assert balanced([5.0, 1.0], 4) == [[0], [1]]  # never more chunks than items
-    assert balanced([], 2) == [[]]
+from steerfront.search.run import ray_session
+from steerfront.search.worker import in_workers
 
 
-@pytest.mark.parametrize("sizes", [None, [1.0, 9.0, 2.0, 8.0, 3.0]])
-def test_in_workers_returns_results_in_the_order_of_the_items(monkeypatch, sizes):
-    calls = []
+def test_in_workers_hands_the_largest_item_first_to_whichever_worker_is_free():
+    """Two Ray workers: the items leave the queue largest first, and one that costs more than
+    its size said (c) does not hold up the items after it; results in the items' order."""
 
-    class Task:  # runs the work here, as a Ray worker would, one chunk per call
-        def __init__(self, work):
-            self.work = work
+    def work(item: str, suffix: str) -> tuple[str, int, float]:
+        started = time.time()
+        time.sleep(5.0 if item == "c" else 0.2)
+        return item + suffix, os.getpid(), started
 
-        def remote(self, chunk, *args):
-            calls.append(chunk)
-            return self.work(chunk, *args)
-
-    monkeypatch.setattr(worker, "_task", lambda work, resources: Task(work))
-    monkeypatch.setattr(worker, "_get", lambda refs: refs)
     items = ["a", "b", "c", "d", "e"]
-    done = in_workers(
-        lambda chunk, suffix: [x + suffix for x in chunk], {}, items, 2, "!", sizes=sizes
-    )
-    assert done == ["a!", "b!", "c!", "d!", "e!"]
-    assert len(calls) == 2 and sorted(x for chunk in calls for x in chunk) == items
-    if sizes:  # 9 + 2 + 1 against 8 + 3
-        assert calls == [["a", "b", "c"], ["d", "e"]]
+    with ray_session(None):
+        done = in_workers(work, {"cpu": 1, "gpu": 0}, items, 2, "!", sizes=[9, 1, 2, 8, 3])
+    assert [text for text, _, _ in done] == ["a!", "b!", "c!", "d!", "e!"]
+    by_start = sorted(range(len(items)), key=lambda i: done[i][2])
+    assert [items[i] for i in by_start] == ["a", "d", "e", "c", "b"]
+    pids = {item: pid for item, (_, pid, _) in zip(items, done, strict=True)}
+    assert len(set(pids.values())) == 2 and pids["b"] != pids["c"]
