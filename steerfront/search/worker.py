@@ -57,7 +57,8 @@ def in_workers(
     import ray
     from ray.util.queue import Queue
 
-    order = sorted(range(len(items)), key=lambda i: -(sizes or [1.0] * len(items))[i])
+    sizes = sizes or [1.0] * len(items)
+    order = sorted(range(len(items)), key=lambda i: -sizes[i])
     queue = Queue(actor_options={"num_cpus": 0})
     queue.put_nowait_batch(order)
     shared = ray.put(items)
