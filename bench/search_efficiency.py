@@ -18,7 +18,9 @@ With `--priors N` it measures layer priors instead, on the full space (`--space`
 default one: all forms, objectives and layers): TPE guided by `--layer-prior` (navigator by
 default) with N trials, plain TPE with N and random search with 4N, same concept and seed,
 sharing one cache of trained interventions. Each one's hypervolume (extended front with
-`--dense-m`, 0 for the plain one) is measured against the searches' own reference point
+`--dense-m`, 0 for the plain one), as each search itself reports it at its end (its front
+within --max-kl, the dense points' kl measured where settling needed it), is measured against
+searches' own reference point
 (fixed before the first trial: the unsteered preference and `util_floor` below the unsteered
 utility; the same for all three, whose baselines are the same) and printed with the
 trainings it needs on its own. Last line: JSON with `prior_tpe`, `tpe`, `random_4x` (each
@@ -53,7 +55,7 @@ from steerfront.errors import SteerfrontError  # noqa: E402
 from steerfront.lm import load_model  # noqa: E402
 from steerfront.memory import MemoryCache, default_cache_bytes  # noqa: E402
 from steerfront.models import load_checked  # noqa: E402
-from steerfront.search.best import front, points, read_trials, volume_reference  # noqa: E402
+from steerfront.search.best import front, points, read_trials  # noqa: E402
 from steerfront.search.pareto import hypervolume  # noqa: E402
 from steerfront.search.run import (  # noqa: E402
     new_setup,
@@ -139,6 +141,7 @@ def run_strategy(space: SearchSpace, settings: SearchSettings, cache: Path, exte
     summary = run_search(space, settings)
     done = [r for r in read_trials(folder) if r["status"] == "done"]
     return {
+        "summary": summary,
         "points": points(done, extended),
         "trials": summary["trials"],
         "trainings": len({r["train_key"] for r in done}),
@@ -174,8 +177,12 @@ def run_priors(args: argparse.Namespace, out: Path, layers: list[int] | None) ->
         )
         results[name] = run_strategy(space, settings, cache, extended=args.dense_m > 0)
     state = json.loads((out / "runs" / "prior_tpe" / "search.json").read_text())
-    reference = volume_reference(state["setup"]["baseline"], state["settings"]["util_floor"])
-    volumes = {name: volume(result, reference) for name, result in results.items()}
+    key = "hypervolume_extended" if args.dense_m > 0 else "hypervolume"
+    volumes = {name: result["summary"][key] for name, result in results.items()}
+    references = {tuple(result["summary"]["hypervolume_reference"]) for result in results.values()}
+    if len(references) > 1:
+        raise SystemExit(f"the searches' reference points differ: {sorted(references)}")
+    (reference,) = references
     best = max(volumes.values())
     if best <= 0:
         raise SystemExit(
