@@ -20,7 +20,7 @@ default) with N trials, plain TPE with N and random search with 4N, same concept
 sharing one cache of trained interventions. Each one's hypervolume (extended front with
 `--dense-m`, 0 for the plain one), as each search itself reports it at its end (its front
 within --max-kl, the dense points' kl measured where settling needed it), is measured against
-searches' own reference point
+the searches' own reference point
 (fixed before the first trial: the unsteered preference and `util_floor` below the unsteered
 utility; the same for all three, whose baselines are the same) and printed with the
 trainings it needs on its own. Last line: JSON with `prior_tpe`, `tpe`, `random_4x` (each
