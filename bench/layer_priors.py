@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from kl_utility import CONCEPTS  # the same six concepts (bench/ is on the path)
 from scipy.stats import ConstantInputWarning, spearmanr
+from tqdm.auto import tqdm
 
 from steerfront.data import Splits, encode_pairs, load_concept
 from steerfront.defaults import FORMS, PRIORS, SEARCH, SEARCH_SPACE
@@ -38,8 +39,7 @@ from steerfront.lm import LM, load_model
 from steerfront.memory import MemoryCache
 from steerfront.methods.objectives import Objective, TrainSpec
 from steerfront.methods.train import fit
-from steerfront.scoring.evaluate import evaluate
-from steerfront.scoring.priors import layer_scores, m_at_kl, neutral_kl
+from steerfront.scoring.priors import gain_at_kl, layer_scores, neutral_kl
 
 PRIOR_COLUMNS = {"navigator": "score", "lens": "lens"}  # prior -> `steerfront layers` column
 TOP = 3
@@ -73,24 +73,23 @@ def measure(lm: LM, spec: str, max_pairs: int) -> dict:
 def measure_trained(lm: LM, spec: str, max_pairs: int, form: str, steps: int, every: int) -> dict:
     """`form` trained with SFT at every `every`-th layer: per layer its test gain in mean
     pref_odds over the unsteered model at the m where kl reaches `PRIORS["kl"]` (None where
-    it never does), as `layer_scores` measures DiffMean's."""
+    it never does; `gain_at_kl` from the top of the form's m range, as for DiffMean)."""
     splits = concept_splits(spec, max_pairs)
     test = encode_pairs(lm.tokenizer, splits.test)
+    start, layers = time.perf_counter(), list(range(0, lm.n_layers, every))
+    trained = [
+        fit(lm, splits.train, TrainSpec(form, layer, Objective("sft"), steps=steps))
+        for layer in tqdm(layers, desc=f"training {form} ({spec})")
+    ]
     cache = MemoryCache(512 << 20)
-    kl_of = neutral_kl(lm, cache=cache)
-    base = float(evaluate(lm, test, None, cache=cache).pref.mean())
-    start, rows = time.perf_counter(), []
-    for layer in range(0, lm.n_layers, every):
-        intervention = fit(lm, splits.train, TrainSpec(form, layer, Objective("sft"), steps=steps))
-        m = m_at_kl(
-            lambda grid, i=intervention: kl_of(i, grid), PRIORS["kl"], SEARCH_SPACE["m"][form][1]
-        )
-        gain = None
-        if np.isfinite(m):
-            steered = evaluate(lm, test, intervention, m=[m], cache=cache).pref.mean()
-            gain = float(steered) - base
-        rows.append({"layer": layer, "gain": gain, "m": m if np.isfinite(m) else None})
-        print(f"  {form} layer {layer} ({spec}): gain {gain} at m {m:.4g}", flush=True)
+    top = [SEARCH_SPACE["m"][form][1]] * len(layers)
+    gain, m = gain_at_kl(lm, trained, top, test, neutral_kl(lm, cache=cache), cache=cache)
+    rows = [  # NaN (kl never reached its target) as None, as in `LayerScores.rows()`
+        {"layer": layer, "gain": float(g), "m": float(x)}
+        if np.isfinite(g)
+        else {"layer": layer, "gain": None, "m": None}
+        for layer, g, x in zip(layers, gain, m, strict=True)
+    ]
     return {"form": form, "steps": steps, "seconds": time.perf_counter() - start, "rows": rows}
 
 

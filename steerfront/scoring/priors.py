@@ -245,31 +245,28 @@ def neutral_kl(
 @torch.no_grad()
 def gain_at_kl(
     lm: LM,
-    vectors: torch.Tensor,
-    layers: Sequence[int],
+    interventions: Sequence[Intervention | None],
+    scales: Sequence[float],
     test: list[EncodedPair],
     kl_of: KLOf,
     target: float = PRIORS["kl"],
-    scales: Sequence[float] | None = None,
     cache: MemoryCache | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per layer in `layers`: the DiffMean vector `vectors[layer]` at the m where `kl_of`
-    reaches `target`, and the gain in mean test pref_odds over the unsteered model there;
-    `(gain, m)`, NaN where kl never reached it. `scales[j]` is where the first grid of m ends
-    (default: 1 / |v|, a shift of unit length; `layer_scores` passes the stream's own norm)."""
+    """Per intervention (of any form; None: none to score): the m where `kl_of` reaches
+    `target`, searched from `scales[j]` down (`m_at_kl`), and the gain in mean test pref_odds
+    over the unsteered model there; `(gain, m)`, NaN where kl never reached it."""
     if not test:
         raise SteerfrontError("gain: no test pairs to score")
     cache = cache if cache is not None else MemoryCache(_CACHE_BYTES)
     base = float(evaluate(lm, test, None, cache=cache).pref.mean())
-    gains, ms = np.full(len(layers), np.nan), np.full(len(layers), np.nan)
-    for j, layer in enumerate(tqdm(layers, desc="gain at fixed kl", disable=not progress)):
-        v = vectors[layer].to(lm.device)
-        if not bool(v.any()):
+    gains, ms = np.full(len(interventions), np.nan), np.full(len(interventions), np.nan)
+    for j, intervention in enumerate(
+        tqdm(interventions, desc="gain at fixed kl", disable=not progress)
+    ):
+        if intervention is None:
             continue
-        intervention = Intervention("vector", layer, {"v": v})
-        scale = scales[j] if scales is not None else 1.0 / float(v.norm())
-        m = m_at_kl(lambda grid, i=intervention: kl_of(i, grid), target, scale)
+        m = m_at_kl(lambda grid, i=intervention: kl_of(i, grid), target, scales[j])
         if math.isnan(m):
             continue
         steered = evaluate(lm, test, intervention, m=[m], cache=cache).pref.mean()
@@ -406,7 +403,13 @@ def layer_scores(
         kl_of = kl_of if kl_of is not None else neutral_kl(lm, cache=cache)
         stream = ((pos + neg) / 2)[:, chosen].norm(dim=-1).median(0).values  # (layers,)
         scales = (stream / vectors[chosen].norm(dim=-1).clamp(min=1e-30)).tolist()
-        gain, m = gain_at_kl(lm, vectors, chosen, test, kl_of, kl, scales, cache, progress)
+        diffmeans = [
+            Intervention("vector", layer, {"v": vectors[layer].to(lm.device)})
+            if bool(vectors[layer].any())
+            else None
+            for layer in chosen
+        ]
+        gain, m = gain_at_kl(lm, diffmeans, scales, test, kl_of, kl, cache, progress)
         scores.gain, scores.m, scores.kl = gain, m, kl
         seconds["gain"] = time.perf_counter() - clock
     del pos, neg

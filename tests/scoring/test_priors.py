@@ -136,9 +136,12 @@ def fake_kl(intervention, m):
 def test_gain_at_kl_scores_the_vector_at_the_kl_fixed_m(tiny_lm):
     encoded = encode_pairs(tiny_lm.tokenizer, PAIRS)
     vectors = diffmean(tiny_lm, encoded)
-    gain, m = gain_at_kl(tiny_lm, vectors, [1, 2], encoded[:4], fake_kl, target=0.1)
-    base = evaluate(tiny_lm, encoded[:4]).pref.mean()
     from steerfront.methods.interventions import Intervention
+
+    interventions = [Intervention("vector", layer, {"v": vectors[layer]}) for layer in (1, 2)]
+    scales = [1.0 / float(vectors[layer].norm()) for layer in (1, 2)]  # a shift of unit length
+    gain, m = gain_at_kl(tiny_lm, interventions, scales, encoded[:4], fake_kl, target=0.1)
+    base = evaluate(tiny_lm, encoded[:4]).pref.mean()
 
     for j, layer in enumerate([1, 2]):
         norm = float(vectors[layer].norm())
